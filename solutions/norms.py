@@ -1,0 +1,311 @@
+"""Normalisation layers: BatchNorm, LayerNorm, InstanceNorm and GroupNorm.
+
+Every norm computes ``y = (x - mean_S(x)) / sqrt(var_S(x) + eps) * weight + bias``
+with the biased variance over a set S of positions; the four differ only in S:
+
+    batch_norm     S = (N, H, W)       per channel         Ioffe & Szegedy, 2015
+    layer_norm     S = (C, H, W)       per sample          Ba, Kiros & Hinton, 2016
+    instance_norm  S = (H, W)          per sample, channel Ulyanov et al., 2016
+    group_norm     S = (C/G, H, W)     per sample, group   Wu & He, 2018
+
+Each function has the signature and semantics of its ``torch.nn.functional``
+counterpart. The graded bodies lie between ``### BEGIN SOLUTION`` and
+``### END SOLUTION``; the argument checks before them stay in the exercise.
+"""
+import torch
+from torch import Tensor, nn
+
+
+def _check_input(input: Tensor, name: str, min_dim: int = 2) -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(input).__name__}")
+    if not input.is_floating_point():
+        raise TypeError(f"{name}: input must be a floating-point tensor, got {input.dtype}")
+    if input.dim() < min_dim:
+        raise ValueError(
+            f"{name}: input must have at least {min_dim} dimensions (N, C, ...), "
+            f"got shape {tuple(input.shape)}")
+
+
+def _check_shape(tensor, expected: tuple, what: str, name: str) -> None:
+    if tensor is not None and tuple(tensor.shape) != tuple(expected):
+        raise ValueError(f"{name}: {what} must have shape {tuple(expected)}, "
+                         f"got {tuple(tensor.shape)}")
+
+
+def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch Normalization (Ioffe & Szegedy, 2015), as ``F.batch_norm``.
+
+    Args:
+        input: ``(N, C, *)``, normalised per channel over N and every spatial dim.
+        running_mean, running_var: ``(C,)`` or None. In training mode they are
+            updated in place: ``new = (1 - momentum) * old + momentum * batch``,
+            with the *unbiased* batch variance for ``running_var``. In eval mode
+            they are the statistics used, so they must be given.
+        weight, bias: ``(C,)`` or None, the affine gamma and beta.
+        training: use batch statistics (True) or the running ones (False). An
+            explicit argument, never inferred from ``torch.is_grad_enabled()``.
+        momentum: weight of the new batch in the running averages.
+        eps: added to the variance inside the square root.
+
+    Returns:
+        ``(N, C, *)``. The batch is normalised with its *biased* variance.
+    """
+    _check_input(input, "batch_norm")
+    C = input.shape[1]
+    for tensor, what in [(running_mean, "running_mean"), (running_var, "running_var"),
+                         (weight, "weight"), (bias, "bias")]:
+        _check_shape(tensor, (C,), what, "batch_norm")
+    if training and input.numel() // C <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                         f"training, got input of shape {tuple(input.shape)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var are needed in eval mode")
+    ### BEGIN SOLUTION
+    dims = [0, *range(2, input.dim())]
+    shape = (1, C) + (1,) * (input.dim() - 2)
+    if training:
+        mean = input.mean(dims)
+        var = input.var(dims, unbiased=False)
+        if running_mean is not None:
+            n = input.numel() // C
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(momentum * mean)
+                running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
+    else:
+        mean, var = running_mean, running_var
+    out = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
+    if weight is not None:
+        out = out * weight.view(shape)
+    if bias is not None:
+        out = out + bias.view(shape)
+    return out
+    ### END SOLUTION
+
+
+def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
+               eps: float = 1e-5) -> Tensor:
+    """Layer Normalization (Ba, Kiros & Hinton, 2016), as ``F.layer_norm``.
+
+    Args:
+        input: ``(*, *normalized_shape)``, normalised over its last
+            ``len(normalized_shape)`` dims, separately for every leading index.
+        normalized_shape: int or tuple, the trailing shape to normalise over.
+        weight, bias: ``normalized_shape`` or None: elementwise affine.
+        eps: added to the (biased) variance inside the square root.
+
+    Returns:
+        Same shape as ``input``. There are no running statistics: train and
+        eval behave the same.
+    """
+    _check_input(input, "layer_norm", min_dim=1)
+    normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
+                        else tuple(normalized_shape))
+    if tuple(input.shape[input.dim() - len(normalized_shape):]) != normalized_shape:
+        raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end "
+                         f"with normalized_shape {normalized_shape}")
+    _check_shape(weight, normalized_shape, "weight", "layer_norm")
+    _check_shape(bias, normalized_shape, "bias", "layer_norm")
+    ### BEGIN SOLUTION
+    dims = tuple(range(-len(normalized_shape), 0))
+    mean = input.mean(dims, keepdim=True)
+    var = input.var(dims, unbiased=False, keepdim=True)
+    out = (input - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+    ### END SOLUTION
+
+
+def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=None,
+                  bias=None, use_input_stats: bool = True, momentum: float = 0.1,
+                  eps: float = 1e-5) -> Tensor:
+    """Instance Normalization (Ulyanov, Vedaldi & Lempitsky, 2016), as ``F.instance_norm``.
+
+    Args:
+        input: ``(N, C, *)``, normalised over the spatial dims of each
+            (sample, channel) pair separately.
+        running_mean, running_var: ``(C,)`` or None. When given and
+            ``use_input_stats`` is True, each is updated in place with the
+            batch average of the per-instance statistics (unbiased variance),
+            ``new = (1 - momentum) * old + momentum * mean_over_N(stat)``.
+        weight, bias: ``(C,)`` or None.
+        use_input_stats: normalise with each instance's own statistics (True,
+            the default in both train and eval) or with the running ones.
+        momentum, eps: as in ``batch_norm``.
+
+    Returns:
+        ``(N, C, *)``.
+    """
+    _check_input(input, "instance_norm", min_dim=3)
+    C = input.shape[1]
+    for tensor, what in [(running_mean, "running_mean"), (running_var, "running_var"),
+                         (weight, "weight"), (bias, "bias")]:
+        _check_shape(tensor, (C,), what, "instance_norm")
+    if use_input_stats and input[0, 0].numel() <= 1:
+        raise ValueError(f"instance_norm: expected more than 1 spatial element, "
+                         f"got input of shape {tuple(input.shape)}")
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise ValueError("instance_norm: running_mean and running_var are needed "
+                         "when use_input_stats=False")
+    ### BEGIN SOLUTION
+    dims = tuple(range(2, input.dim()))
+    shape = (1, C) + (1,) * (input.dim() - 2)
+    if use_input_stats:
+        mean = input.mean(dims, keepdim=True)
+        var = input.var(dims, unbiased=False, keepdim=True)
+        if running_mean is not None:
+            n = input[0, 0].numel()
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(momentum * mean.mean(0).flatten())
+                running_var.mul_(1 - momentum).add_(
+                    momentum * var.mean(0).flatten() * n / (n - 1))
+    else:
+        mean, var = running_mean.view(shape), running_var.view(shape)
+    out = (input - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        out = out * weight.view(shape)
+    if bias is not None:
+        out = out + bias.view(shape)
+    return out
+    ### END SOLUTION
+
+
+def group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
+               eps: float = 1e-5) -> Tensor:
+    """Group Normalization (Wu & He, 2018), as ``F.group_norm``.
+
+    Args:
+        input: ``(N, C, *)``. The C channels are split into ``num_groups``
+            consecutive groups of ``C // num_groups``; each (sample, group) is
+            normalised over its channels and spatial dims. ``num_groups=1`` is
+            LayerNorm over (C, *); ``num_groups=C`` is InstanceNorm.
+        num_groups: must divide C.
+        weight, bias: ``(C,)`` or None: per *channel*, not per group.
+        eps: added to the (biased) variance inside the square root.
+
+    Returns:
+        ``(N, C, *)``. No running statistics: train and eval behave the same.
+    """
+    _check_input(input, "group_norm")
+    N, C = input.shape[:2]
+    if not isinstance(num_groups, int) or num_groups <= 0 or C % num_groups:
+        raise ValueError(f"group_norm: num_groups={num_groups} must be a positive "
+                         f"integer dividing the number of channels C={C}")
+    _check_shape(weight, (C,), "weight", "group_norm")
+    _check_shape(bias, (C,), "bias", "group_norm")
+    ### BEGIN SOLUTION
+    shape = (1, C) + (1,) * (input.dim() - 2)
+    x = input.reshape(N, num_groups, -1)
+    mean = x.mean(-1, keepdim=True)
+    var = x.var(-1, unbiased=False, keepdim=True)
+    out = ((x - mean) * torch.rsqrt(var + eps)).view_as(input)
+    if weight is not None:
+        out = out * weight.view(shape)
+    if bias is not None:
+        out = out + bias.view(shape)
+    return out
+    ### END SOLUTION
+
+
+class BatchNorm2d(nn.Module):
+    """Batch Normalization over ``(N, C, H, W)`` input, as ``nn.BatchNorm2d``.
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros), shape ``(C,)``, when
+    ``affine``; buffers ``running_mean`` (zeros), ``running_var`` (ones) and
+    ``num_batches_tracked`` (a long scalar) when ``track_running_stats``. The
+    names match ``nn.BatchNorm2d``, so state dicts load across.
+
+    ``forward`` uses batch statistics in training mode or when running stats
+    are not tracked, the running ones otherwise. Each training forward adds 1
+    to ``num_batches_tracked``; with ``momentum=None`` the running stats are
+    the cumulative average, i.e. the update uses ``1 / num_batches_tracked``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1,
+                 affine: bool = True, track_running_stats: bool = True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        ### BEGIN SOLUTION
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features))
+            self.register_buffer("running_var", torch.ones(num_features))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        ### END SOLUTION
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.dim() != 4:
+            raise ValueError(f"BatchNorm2d: expected 4-D input (N, C, H, W), "
+                             f"got shape {tuple(input.shape)}")
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm2d: expected {self.num_features} channels, "
+                             f"got {input.shape[1]}")
+        ### BEGIN SOLUTION
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / self.num_batches_tracked.item()
+        use_batch_stats = self.training or self.running_mean is None
+        return batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                          use_batch_stats, momentum, self.eps)
+        ### END SOLUTION
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+def batch_norm_backward(grad_out: Tensor, x: Tensor, weight=None, eps: float = 1e-5):
+    """Closed-form gradient of training-mode ``batch_norm`` (no autograd).
+
+    With ``x_hat = (x - mean) / sqrt(var + eps)`` over the m = N*H*W values of
+    a channel, ``y = weight * x_hat + bias`` and ``g = grad_out``:
+
+        grad_bias   = sum(g)
+        grad_weight = sum(g * x_hat)
+        grad_input  = weight / (m * sqrt(var + eps)) * (m*g - sum(g) - x_hat * sum(g * x_hat))
+
+    Args:
+        grad_out: ``(N, C, *)``, dLoss/dy.
+        x: ``(N, C, *)``, the input of the forward pass.
+        weight: ``(C,)`` or None (then taken as ones).
+        eps: the forward pass's eps.
+
+    Returns:
+        ``(grad_input (N, C, *), grad_weight (C,), grad_bias (C,))``.
+    """
+    _check_input(x, "batch_norm_backward")
+    if grad_out.shape != x.shape:
+        raise ValueError(f"batch_norm_backward: grad_out shape {tuple(grad_out.shape)} "
+                         f"differs from x shape {tuple(x.shape)}")
+    _check_shape(weight, (x.shape[1],), "weight", "batch_norm_backward")
+    ### BEGIN SOLUTION
+    C = x.shape[1]
+    dims = [0, *range(2, x.dim())]
+    shape = (1, C) + (1,) * (x.dim() - 2)
+    m = x.numel() // C
+    mean = x.mean(dims, keepdim=True)
+    inv_std = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
+    x_hat = (x - mean) * inv_std
+    grad_bias = grad_out.sum(dims)
+    grad_weight = (grad_out * x_hat).sum(dims)
+    scale = inv_std if weight is None else inv_std * weight.view(shape)
+    grad_input = scale / m * (m * grad_out - grad_bias.view(shape)
+                              - x_hat * grad_weight.view(shape))
+    return grad_input, grad_weight, grad_bias
+    ### END SOLUTION
