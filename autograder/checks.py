@@ -1,0 +1,95 @@
+"""Checks the exercise notebooks' tests use; the build inlines this file into each
+notebook's locked setup cell, so a notebook stays self-contained.
+
+`run_graded` calls a student's function under a guard that records every call
+into a forbidden built-in (the op being re-implemented, or the course's own
+`solutions` package) and fails the item naming that call. `check_close`
+compares with the expected tensor and, on a mismatch, names the known mistake
+the answer matches.
+"""
+import contextlib
+import sys
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore")  # stderr in a test cell would score it 0
+_allclose = torch.allclose  # bound before any student code runs
+
+NORM_OPS = ("torch", {
+    "batch_norm", "native_batch_norm", "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training", "_batch_norm_impl_index", "batch_norm_stats",
+    "layer_norm", "native_layer_norm", "group_norm", "native_group_norm",
+    "instance_norm", "rms_norm", "normalize", "local_response_norm",
+})
+AUTOGRAD_OPS = ("torch", {"grad", "backward", "run_backward", "vjp", "jvp", "jacobian",
+                          "vmap", "functional_call"})
+
+
+class ForbiddenCallError(AssertionError):
+    pass
+
+
+def _qualified_name(frame, event, arg):
+    if event == "call":
+        return f"{frame.f_globals.get('__name__', '')}.{frame.f_code.co_qualname}"
+    if event == "c_call":
+        return f"{getattr(arg, '__module__', None) or ''}.{getattr(arg, '__name__', '')}"
+    return None
+
+
+def _is_forbidden(name, forbidden):
+    if name.startswith("solutions."):
+        return True
+    return any(name.startswith(prefix + ".") and name.rsplit(".", 1)[-1] in names
+               for prefix, names in forbidden)
+
+
+def run_graded(fn, *args, forbidden=(NORM_OPS,), **kwargs):
+    """Call ``fn(*args, **kwargs)``; fail if it calls any op in ``forbidden``.
+
+    What ``fn`` writes to stderr goes to stdout: nbgrader scores a test cell 0
+    for any stderr output, which would punish a correct answer's debug print.
+    """
+    calls = []
+
+    def profile(frame, event, arg):
+        name = _qualified_name(frame, event, arg)
+        if name and _is_forbidden(name, forbidden):
+            calls.append(name)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        with contextlib.redirect_stderr(sys.stdout):  # a stray debug print is not a failure
+            result = fn(*args, **kwargs)
+    finally:
+        sys.setprofile(previous)
+    if calls:
+        raise ForbiddenCallError(
+            f"{getattr(fn, '__name__', fn)} calls {calls[0]}, an existing implementation of "
+            f"what this exercise asks you to write: compute it from basic tensor operations.")
+    return result
+
+
+def check_close(actual, expected, what, mistakes=(), atol=1e-6, rtol=1e-5):
+    """Assert ``actual`` equals ``expected`` within tolerance.
+
+    ``mistakes`` lists ``(wrong_tensor, explanation)`` pairs: when the answer
+    matches a wrong tensor, the explanation is the message.
+    """
+    if not isinstance(actual, torch.Tensor):
+        raise AssertionError(f"{what}: expected a tensor, got {type(actual).__name__}")
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {tuple(actual.shape)}, "
+                             f"expected {tuple(expected.shape)}")
+    if actual.dtype != expected.dtype:
+        raise AssertionError(f"{what}: dtype {actual.dtype}, expected {expected.dtype}")
+    actual, expected = actual.detach(), expected.detach()
+    if _allclose(actual, expected, rtol=rtol, atol=atol):
+        return
+    for wrong, explanation in mistakes:
+        if wrong.shape == actual.shape and _allclose(actual, wrong.detach(), rtol=rtol, atol=atol):
+            raise AssertionError(f"{what}: {explanation}")
+    error = (actual - expected).abs().max().item()
+    raise AssertionError(f"{what}: wrong values, max abs error {error:.3g}")

@@ -1,0 +1,138 @@
+"""The nbgrader course: render sources, release student notebooks, validate.
+
+A course directory is nbgrader's standard layout (``source/``, ``release/``,
+``submitted/``, ``autograded/``, ``feedback/``, the gradebook); ``autograder/``
+itself is one, and the tests and the drift check use throwaway copies.
+"""
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbconvert.filters import strip_ansi
+from nbgrader.apps import NbGraderAPI
+from nbgrader.validator import Validator
+from traitlets.config.loader import PyFileConfigLoader
+
+from .template import ROOT, render
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+EXERCISES = ROOT / "exercises"
+ASSIGNMENTS = sorted(path.stem for path in TEMPLATES.glob("*.md"))
+
+# nbgrader shells out to `alembic` and kernels start as `python`: both must be
+# this environment's, also when it was not activated.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+
+
+class CourseError(RuntimeError):
+    pass
+
+
+def config(course_dir: Path, db_url: str | None = None):
+    """The course's nbgrader_config.py, rooted at ``course_dir``."""
+    cfg = PyFileConfigLoader("nbgrader_config.py", path=str(HERE)).load_config()
+    cfg.CourseDirectory.root = str(Path(course_dir).resolve())
+    if db_url:
+        cfg.CourseDirectory.db_url = db_url
+    return cfg
+
+
+def api(course_dir: Path, db_url: str | None = None) -> NbGraderAPI:
+    return NbGraderAPI(config=config(course_dir, db_url))
+
+
+def notebook_path(course_dir: Path, stage: str, assignment: str, student: str | None = None):
+    parts = [stage] + ([student] if student else []) + [assignment, f"{assignment}.ipynb"]
+    return Path(course_dir).joinpath(*parts)
+
+
+def write_source(course_dir: Path, assignment: str) -> Path:
+    """Render the template into ``source/<assignment>/<assignment>.ipynb``."""
+    path = notebook_path(course_dir, "source", assignment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(render(TEMPLATES / f"{assignment}.md"), path)
+    return path
+
+
+def release(course_dir: Path, assignment: str, db_url: str | None = None) -> Path:
+    """Render the source and run nbgrader's generate_assignment on it."""
+    write_source(course_dir, assignment)
+    result = api(course_dir, db_url).generate_assignment(assignment, force=True)
+    if not result["success"]:
+        raise CourseError(f"generate_assignment {assignment} failed:\n"
+                          f"{result.get('error') or result.get('log')}")
+    return notebook_path(course_dir, "release", assignment)
+
+
+def build(exercises_dir: Path = EXERCISES) -> list[Path]:
+    """Regenerate ``autograder/source/`` and the student notebooks in ``exercises_dir``.
+
+    Releasing happens in a throwaway course, so the instructor's gradebook is
+    never touched by a build.
+    """
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for assignment in ASSIGNMENTS:
+            write_source(HERE, assignment)
+            target = Path(exercises_dir) / f"{assignment}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(release(Path(tmp), assignment), target)
+            written.append(target)
+    return written
+
+
+def validate(notebook: Path) -> dict:
+    """nbgrader's Validator result for ``notebook``: ``{}`` when every test passes."""
+    return Validator(config=config(Path(notebook).parent)).validate(str(notebook))
+
+
+def check() -> list[str]:
+    """Problems with the committed exercises and the reference; empty when all is well.
+
+    - every ``exercises/<a>.ipynb`` is exactly what ``build`` regenerates;
+    - the instructor notebook (reference solutions) passes every test;
+    - the student notebook passes none: each test fails with NotImplementedError.
+    """
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "exercises"
+        build(fresh)
+        expected = {path.name for path in fresh.glob("*.ipynb")}
+        committed = {path.name for path in EXERCISES.glob("*.ipynb")}
+        for name in sorted(expected | committed):
+            if name not in committed:
+                problems.append(f"exercises/{name} is missing: run `python -m autograder build`")
+            elif name not in expected:
+                problems.append(f"exercises/{name} has no template in autograder/templates/")
+            elif (fresh / name).read_bytes() != (EXERCISES / name).read_bytes():
+                problems.append(f"exercises/{name} is stale: run `python -m autograder build`")
+        for assignment in ASSIGNMENTS:
+            problems += _check_instructor(notebook_path(HERE, "source", assignment))
+            problems += _check_student(fresh / f"{assignment}.ipynb")
+    return problems
+
+
+def _check_instructor(notebook: Path) -> list[str]:
+    failed = validate(notebook).get("failed", [])
+    return [f"{notebook.name} (instructor): a test fails with the reference solution:\n"
+            f"{cell['source'][:200]}\n{strip_ansi(cell['raw_error'])[-2000:]}" for cell in failed]
+
+
+def _check_student(notebook: Path) -> list[str]:
+    result = validate(notebook)
+    failed = {cell["source"]: strip_ansi(cell["raw_error"]) for cell in result.get("failed", [])}
+    sources = {cell.metadata["nbgrader"]["grade_id"]: cell.source.strip()
+               for cell in nbformat.read(notebook, as_version=4).cells
+               if cell.metadata.get("nbgrader", {}).get("grade")}
+    problems = []
+    for grade_id, source in sources.items():
+        if source not in failed:
+            problems.append(f"{notebook.name} (student): test {grade_id} passes on the stub")
+        elif "NotImplementedError" not in failed[source]:
+            problems.append(f"{notebook.name} (student): test {grade_id} fails with something "
+                            f"other than NotImplementedError:\n{failed[source][-1000:]}")
+    return problems

@@ -1,0 +1,114 @@
+"""Render an exercise template into the instructor notebook.
+
+A template (``autograder/templates/<assignment>.md``) is a MyST-markdown
+notebook whose code cells may open with one directive line:
+
+    #| setup                      locked cell, run before any student code
+    #| solution solutions.norms:batch_norm
+                                  graded answer: the reference's source, whose
+                                  BEGIN/END SOLUTION body nbgrader clears
+    #| tests batch_norm points=3  locked autograded test cell (grade_id test_batch_norm)
+
+and, anywhere in a cell, lines that pull in code from its single source:
+
+    #| include autograder/checks.py          the file, without its docstring
+    #| source solutions.norms:_check_input   the named objects' source
+
+Markdown cells are locked too, so a submission cannot drop the instructions.
+"""
+import ast
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+DIRECTIVE = re.compile(r"^#\| (\w+)(?: (.*))?$")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def _objects_source(spec: str) -> str:
+    module_name, _, names = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return "\n\n".join(inspect.getsource(getattr(module, name)).rstrip()
+                       for name in names.split(","))
+
+
+def _file_source(relative_path: str) -> str:
+    text = (ROOT / relative_path).read_text()
+    body = ast.parse(text).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        text = "\n".join(text.splitlines()[body[0].end_lineno:])
+    return text.strip()
+
+
+def _expand(source: str) -> str:
+    lines = []
+    for line in source.splitlines():
+        match = DIRECTIVE.match(line)
+        if match and match[1] == "include":
+            lines.append(_file_source(match[2]))
+        elif match and match[1] == "source":
+            lines.append(_objects_source(match[2]))
+        else:
+            lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def _nbgrader(grade_id, *, solution=False, grade=False, locked=False, points=None):
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked,
+            "schema_version": 3, "solution": solution, "task": False}
+    if points is not None:
+        meta["points"] = points
+    return meta
+
+
+def _render_code_cell(cell, index):
+    first, _, rest = cell.source.partition("\n")
+    match = DIRECTIVE.match(first)
+    kind = match[1] if match else None
+    if kind == "setup":
+        cell.source = _expand(rest)
+        cell.metadata["nbgrader"] = _nbgrader("setup", locked=True)
+    elif kind == "solution":
+        cell.source = _expand(f"#| source {match[2]}\n{rest}")
+        if "### BEGIN SOLUTION" not in cell.source:
+            raise TemplateError(f"{match[2]} has no BEGIN SOLUTION region")
+        cell.metadata["nbgrader"] = _nbgrader(match[2].split(":")[1], solution=True)
+    elif kind == "tests":
+        item, _, points = (match[2] or "").partition(" points=")
+        if not item or not points.isdigit():
+            raise TemplateError(f"cell {index}: write '#| tests <item> points=<n>'")
+        cell.source = _expand(rest)
+        cell.metadata["nbgrader"] = _nbgrader(f"test_{item}", grade=True, locked=True,
+                                              points=int(points))
+    elif kind is None:
+        cell.source = _expand(cell.source)
+    else:
+        raise TemplateError(f"cell {index}: unknown directive {first!r}")
+    cell.id = cell.metadata.get("nbgrader", {}).get("grade_id", f"cell-{index}")
+
+
+def render(template: Path) -> nbformat.NotebookNode:
+    """Return the instructor notebook (solutions and hidden tests in place)."""
+    notebook = jupytext.read(template, fmt="md:myst")
+    for index, cell in enumerate(notebook.cells):
+        cell.metadata.pop("lines_to_next_cell", None)
+        if cell.cell_type == "code":
+            _render_code_cell(cell, index)
+        else:
+            cell.id = f"cell-{index}"
+            cell.metadata["nbgrader"] = _nbgrader(f"cell-{index}", locked=True)
+    notebook.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    notebook.nbformat, notebook.nbformat_minor = 4, 5
+    nbformat.validate(notebook)
+    return notebook
