@@ -90,6 +90,24 @@ def validate(notebook: Path) -> dict:
     return Validator(config=config(Path(notebook).parent)).validate(str(notebook))
 
 
+def drift(exercises_dir: Path = EXERCISES) -> list[str]:
+    """How ``exercises_dir`` differs from what ``build`` regenerates; empty when current."""
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        build(fresh)
+        expected = {path.name for path in fresh.glob("*.ipynb")}
+        committed = {path.name for path in Path(exercises_dir).glob("*.ipynb")}
+        for name in sorted(expected | committed):
+            if name not in committed:
+                problems.append(f"exercises/{name} is missing: run `python -m autograder build`")
+            elif name not in expected:
+                problems.append(f"exercises/{name} has no template in autograder/templates/")
+            elif (fresh / name).read_bytes() != (Path(exercises_dir) / name).read_bytes():
+                problems.append(f"exercises/{name} is stale: run `python -m autograder build`")
+    return problems
+
+
 def check() -> list[str]:
     """Problems with the committed exercises and the reference; empty when all is well.
 
@@ -97,22 +115,10 @@ def check() -> list[str]:
     - the instructor notebook (reference solutions) passes every test;
     - the student notebook passes none: each test fails with NotImplementedError.
     """
-    problems = []
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp) / "exercises"
-        build(fresh)
-        expected = {path.name for path in fresh.glob("*.ipynb")}
-        committed = {path.name for path in EXERCISES.glob("*.ipynb")}
-        for name in sorted(expected | committed):
-            if name not in committed:
-                problems.append(f"exercises/{name} is missing: run `python -m autograder build`")
-            elif name not in expected:
-                problems.append(f"exercises/{name} has no template in autograder/templates/")
-            elif (fresh / name).read_bytes() != (EXERCISES / name).read_bytes():
-                problems.append(f"exercises/{name} is stale: run `python -m autograder build`")
-        for assignment in ASSIGNMENTS:
-            problems += _check_instructor(notebook_path(HERE, "source", assignment))
-            problems += _check_student(fresh / f"{assignment}.ipynb")
+    problems = drift()
+    for assignment in ASSIGNMENTS:
+        problems += _check_instructor(notebook_path(HERE, "source", assignment))
+        problems += _check_student(EXERCISES / f"{assignment}.ipynb")
     return problems
 
 

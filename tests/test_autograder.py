@@ -1,0 +1,172 @@
+"""The exercise pipeline: one source, generated notebooks, the guard, secrecy."""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autograder import checks, course
+from autograder.template import TemplateError, render
+from solutions import norms
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def solution_lines(module_path: Path) -> list[str]:
+    """The distinctive lines of every BEGIN/END SOLUTION body in a reference module."""
+    bodies = re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", module_path.read_text(), re.S)
+    return [line.strip() for body in bodies for line in body.splitlines()
+            if len(line.strip()) > 30]
+
+
+def test_check_command_passes():
+    """exercises/ is current, the reference passes every test, the stubs pass none."""
+    result = subprocess.run([sys.executable, "-m", "autograder", "check"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "check: ok" in result.stdout
+
+
+def test_drift_is_detected(tmp_path):
+    shutil.copytree(course.EXERCISES, tmp_path, dirs_exist_ok=True)
+    notebook = nbformat.read(tmp_path / "norms.ipynb", as_version=4)
+    notebook.cells[0].source += "\nAn edit made by hand."
+    nbformat.write(notebook, tmp_path / "norms.ipynb")
+    (tmp_path / "orphan.ipynb").write_text("{}")
+    problems = course.drift(tmp_path)
+    assert any("norms.ipynb is stale" in p for p in problems)
+    assert any("orphan.ipynb has no template" in p for p in problems)
+
+
+def test_build_is_deterministic(tmp_path):
+    course.build(tmp_path / "a")
+    course.build(tmp_path / "b")
+    assert (tmp_path / "a/norms.ipynb").read_bytes() == (tmp_path / "b/norms.ipynb").read_bytes()
+
+
+@pytest.mark.parametrize("notebook", sorted(course.EXERCISES.glob("*.ipynb")), ids=str)
+def test_exercises_hold_no_solution_or_hidden_test(notebook):
+    text = notebook.read_text()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS"):
+        assert marker not in text
+    sources = "\n".join(cell.source for cell in nbformat.read(notebook, as_version=4).cells)
+    leaked = [line for line in solution_lines(ROOT / "solutions" / f"{notebook.stem}.py")
+              if line in sources]
+    assert not leaked, f"reference lines in {notebook.name}: {leaked[:3]}"
+
+
+def test_solution_lines_are_found():
+    """The secrecy test above would see a leak: the instructor notebook has them all."""
+    lines = solution_lines(ROOT / "solutions" / "norms.py")
+    instructor = "\n".join(c.source for c in render(course.TEMPLATES / "norms.md").cells)
+    assert len(lines) > 20 and all(line in instructor for line in lines)
+
+
+def test_student_notebook_items_and_points():
+    cells = nbformat.read(course.EXERCISES / "norms.ipynb", as_version=4).cells
+    meta = [c.metadata["nbgrader"] for c in cells if "nbgrader" in c.metadata]
+    answers = [m["grade_id"] for m in meta if m["solution"]]
+    tests = {m["grade_id"]: m["points"] for m in meta if m["grade"]}
+    assert answers == ["batch_norm", "layer_norm", "instance_norm", "group_norm",
+                       "BatchNorm2d", "batch_norm_backward"]
+    assert list(tests) == [f"test_{a}" for a in answers]
+    assert sum(tests.values()) == 15
+    stubs = [c.source for c in cells if c.metadata["nbgrader"].get("solution")]
+    for stub, name in zip(stubs, answers):
+        reference = getattr(norms, name)
+        assert reference.__doc__.strip().splitlines()[0] in stub, f"{name} lost its docstring"
+        assert "raise NotImplementedError()" in stub
+
+
+def test_template_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.md"
+    bad.write_text("```{code-cell}\n#| solutoin solutions.norms:batch_norm\n```\n")
+    with pytest.raises(TemplateError, match="unknown directive"):
+        render(bad)
+    bad.write_text("```{code-cell}\n#| tests batch_norm\nassert True\n```\n")
+    with pytest.raises(TemplateError, match="points="):
+        render(bad)
+    bad.write_text("```{code-cell}\n#| solution solutions.norms:_check_input\n```\n")
+    with pytest.raises(TemplateError, match="no BEGIN SOLUTION"):
+        render(bad)
+
+
+# -- the guard ---------------------------------------------------------------
+
+def own_group_norm(x, groups):
+    g = x.reshape(x.shape[0], groups, -1)
+    return ((g - g.mean(-1, keepdim=True)) / (g.var(-1, unbiased=False, keepdim=True)
+                                              + 1e-5).sqrt()).view_as(x)
+
+
+X = torch.randn(2, 4, 3, 3)
+
+
+def test_guard_lets_an_own_implementation_through():
+    out = checks.run_graded(own_group_norm, X, 2)
+    assert torch.allclose(out, F.group_norm(X, 2), atol=1e-6)
+    assert sys.getprofile() is None
+
+
+@pytest.mark.parametrize("cheat, called", [
+    (lambda x, g: F.group_norm(x, g), "torch.nn.functional.group_norm"),
+    (lambda x, g: torch.group_norm(x, g), "torch.group_norm"),
+    (lambda x, g: torch.ops.aten.native_group_norm(x, None, None, 2, 4, 9, g, 1e-5)[0],
+     "native_group_norm"),
+    (lambda x, g: torch.nn.GroupNorm(g, 4, affine=False)(x), "group_norm"),
+    (lambda x, g: F.layer_norm(x, x.shape[1:]), "layer_norm"),
+    (lambda x, g: norms.group_norm(x, g), "solutions.norms.group_norm"),
+])
+def test_guard_catches_calls_to_existing_implementations(cheat, called):
+    with pytest.raises(checks.ForbiddenCallError, match=re.escape(called)):
+        checks.run_graded(cheat, X, 2)
+    assert sys.getprofile() is None
+
+
+def test_guard_catches_an_alias_bound_before_the_call():
+    alias = F.group_norm
+    with pytest.raises(checks.ForbiddenCallError, match="group_norm"):
+        checks.run_graded(lambda: alias(X, 2))
+
+
+def test_guard_forbids_autograd_only_when_asked():
+    def by_autograd(x):
+        x = x.clone().requires_grad_()
+        return torch.autograd.grad(own_group_norm(x, 2).sum(), x)[0]
+    checks.run_graded(by_autograd, X)
+    with pytest.raises(checks.ForbiddenCallError, match="torch.autograd.grad"):
+        checks.run_graded(by_autograd, X, forbidden=(checks.NORM_OPS, checks.AUTOGRAD_OPS))
+
+
+def test_guard_restores_profile_after_an_exception():
+    def fails():
+        raise NotImplementedError()
+    with pytest.raises(NotImplementedError):
+        checks.run_graded(fails)
+    assert sys.getprofile() is None
+
+
+def test_guard_keeps_stderr_out_of_the_test_cell(capsys):
+    checks.run_graded(lambda: print("debug", file=sys.stderr))
+    captured = capsys.readouterr()
+    assert captured.err == "" and "debug" in captured.out
+
+
+def test_check_close_messages():
+    a = torch.zeros(2, 3)
+    with pytest.raises(AssertionError, match=r"out: shape \(3, 2\), expected \(2, 3\)"):
+        checks.check_close(torch.zeros(3, 2), a, "out")
+    with pytest.raises(AssertionError, match="dtype torch.float64"):
+        checks.check_close(a.double(), a, "out")
+    with pytest.raises(AssertionError, match="that is LayerNorm"):
+        checks.check_close(a + 1, a, "out", mistakes=[(a + 2, "no"), (a + 1, "that is LayerNorm")])
+    with pytest.raises(AssertionError, match="max abs error 5"):
+        checks.check_close(a + 5, a, "out", mistakes=[(a + 1, "no")])
+    with pytest.raises(AssertionError, match="expected a tensor, got list"):
+        checks.check_close([0.0], a, "out")
+    checks.check_close(a + 1e-9, a, "out")
