@@ -5,6 +5,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)
 SUBMISSIONS ?= submissions
 OUT ?= grades/grades.csv
+BOOK_SRC ?= .
+BOOK_OUT ?= $(BOOK_SRC)
 
 .PHONY: book test release grade clean
 
@@ -16,7 +18,7 @@ $(BIN)/.installed: requirements.txt
 # Jupyter Book exits 0 when a cell fails; -W --keep-going turns every failing
 # cell and every warning into a non-zero exit, after reporting them all.
 book: $(BIN)/.installed
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(BIN)/jupyter-book build $(BOOK_SRC) --path-output $(BOOK_OUT) --warningiserror --keep-going
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -1,0 +1,76 @@
+"""The book builds with `make book`, every chapter executed, and shows no secrets."""
+import html as html_module
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_autograder import solution_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.xdist_group("book")
+
+
+def make_book(src: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", "book", f"BOOK_SRC={src}", f"BOOK_OUT={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    result = make_book(ROOT, out)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return out / "_build" / "html"
+
+
+def test_chapters_and_exercise_pages_are_built(html):
+    for page in ["book/intro.html", "book/norms.html", "exercises/norms.html",
+                 "book/references.html"]:
+        assert (html / page).is_file(), page
+
+
+def test_norms_chapter_ran_its_experiments(html):
+    page = (html / "book/norms.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 3, "figures drawn by code are missing"
+    assert "Traceback" not in page, "a cell printed a traceback"
+    assert 'href="../exercises/norms.html"' in page
+    for term in ["批归一化", "层归一化", "实例归一化", "组归一化", "方差偏移"]:
+        assert term in page
+
+
+def test_exercise_page_is_the_student_version(html):
+    page = (html / "exercises/norms.html").read_text()
+    assert "NotImplementedError" in page
+    assert "run_graded" in page
+
+
+def visible_text(page: str) -> str:
+    return html_module.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def test_built_html_holds_no_solution_or_hidden_test(html):
+    assert not (html / "_sources").exists(), "html_copy_source must stay off"
+    lines = solution_lines(ROOT / "solutions" / "norms.py")
+    for path in html.rglob("*"):
+        if path.suffix not in {".html", ".txt", ".js", ".ipynb", ".md", ".py"}:
+            continue
+        text = path.read_text(errors="ignore")
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text, path
+        if path.suffix == ".html":
+            shown = visible_text(text)
+            leaked = [line for line in lines if line in shown]
+            assert not leaked, f"{path}: {leaked[:3]}"
+
+
+def test_a_failing_cell_fails_the_build(tmp_path):
+    (tmp_path / "_config.yml").write_text("title: t\nexecute:\n  execute_notebooks: force\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    (tmp_path / "page.md").write_text(
+        "---\njupytext:\n  text_representation:\n    format_name: myst\n"
+        "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n"
+        "# Page\n\n```{code-cell}\nraise ValueError('boom')\n```\n")
+    result = make_book(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert "boom" in result.stdout + result.stderr
