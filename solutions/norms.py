@@ -57,6 +57,9 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     for tensor, what in [(running_mean, "running_mean"), (running_var, "running_var"),
                          (weight, "weight"), (bias, "bias")]:
         _check_shape(tensor, (C,), what, "batch_norm")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var must both be given "
+                         "or both be None")
     if training and input.numel() // C <= 1:
         raise ValueError(f"batch_norm: expected more than 1 value per channel when "
                          f"training, got input of shape {tuple(input.shape)}")
@@ -102,6 +105,8 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
     _check_input(input, "layer_norm", min_dim=1)
     normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
                         else tuple(normalized_shape))
+    if len(normalized_shape) == 0:
+        raise ValueError("layer_norm: normalized_shape must have at least one dimension")
     if tuple(input.shape[input.dim() - len(normalized_shape):]) != normalized_shape:
         raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end "
                          f"with normalized_shape {normalized_shape}")
@@ -145,6 +150,9 @@ def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=Non
     for tensor, what in [(running_mean, "running_mean"), (running_var, "running_var"),
                          (weight, "weight"), (bias, "bias")]:
         _check_shape(tensor, (C,), what, "instance_norm")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("instance_norm: running_mean and running_var must both be given "
+                         "or both be None")
     if use_input_stats and input[0, 0].numel() <= 1:
         raise ValueError(f"instance_norm: expected more than 1 spatial element, "
                          f"got input of shape {tuple(input.shape)}")

@@ -1,0 +1,141 @@
+"""Time the reference norms in ``solutions.norms`` against torch's built-ins.
+
+    PYTHONPATH=. python bench/norms.py            # 32x64x56x56 float32, 2 threads
+    PYTHONPATH=. python bench/norms.py --quick    # tiny shape, 1 repeat (smoke test)
+
+For every norm, the forward pass and the forward + backward pass (gradients of
+input, weight and bias for a fixed upstream gradient) are timed on the same
+input for the reference and for the built-in. Each timing is the median of
+``--repeats`` runs (time.perf_counter) after ``--warmup`` untimed runs; the
+ratio column is reference / built-in from this one run. The last column is the
+largest difference between the two outputs (forward) or between each of the
+three gradients (fwd+bwd, bwd), relative to the built-in's largest magnitude: a
+sanity check that both computed the same thing. The header shows the load
+average, since other processes on the machine distort the timings.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from solutions import norms as R
+
+
+def median_time(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rel_diff(ours, theirs):
+    """max |ours - theirs| / max |theirs| over a tensor or pairs of tensors."""
+    if isinstance(ours, torch.Tensor):
+        ours, theirs = (ours,), (theirs,)
+    return max(((a - c).abs().max() / c.abs().max()).item() for a, c in zip(ours, theirs))
+
+
+def cases(N, C, H, W, groups):
+    """(name, reference callable, built-in callable, affine shape) per norm."""
+    rm = {"ref": torch.zeros(C), "torch": torch.zeros(C)}
+    rv = {"ref": torch.ones(C), "torch": torch.ones(C)}
+    return [
+        ("batch_norm",
+         lambda x, w, b: R.batch_norm(x, rm["ref"], rv["ref"], w, b, training=True),
+         lambda x, w, b: F.batch_norm(x, rm["torch"], rv["torch"], w, b, training=True),
+         (C,)),
+        ("layer_norm",
+         lambda x, w, b: R.layer_norm(x, (C, H, W), w, b),
+         lambda x, w, b: F.layer_norm(x, (C, H, W), w, b),
+         (C, H, W)),
+        ("instance_norm",
+         lambda x, w, b: R.instance_norm(x, weight=w, bias=b),
+         lambda x, w, b: F.instance_norm(x, weight=w, bias=b),
+         (C,)),
+        ("group_norm",
+         lambda x, w, b: R.group_norm(x, groups, w, b),
+         lambda x, w, b: F.group_norm(x, groups, w, b),
+         (C,)),
+    ]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shape (2x8x5x5), 1 warm-up, 1 repeat: a smoke test")
+    p.add_argument("--shape", type=int, nargs=4, default=[32, 64, 56, 56],
+                   metavar=("N", "C", "H", "W"))
+    p.add_argument("--groups", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.shape, args.groups, args.repeats, args.warmup = [2, 8, 5, 5], 4, 1, 1
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    N, C, H, W = args.shape
+    x = torch.randn(N, C, H, W)
+    grad_out = torch.randn(N, C, H, W)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"input {N}x{C}x{H}x{W} float32, median of {args.repeats} "
+          f"after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
+    header = f"{'op':<20} {'pass':<8} {'ref_ms':>10} {'torch_ms':>10} {'ratio':>7}  rel_diff"
+    print(header)
+    print("-" * len(header))
+    t_start = time.perf_counter()
+
+    def row(name, mode, t_ref, t_torch, diff):
+        print(f"{name:<20} {mode:<8} {t_ref * 1e3:>10.3f} {t_torch * 1e3:>10.3f} "
+              f"{t_ref / t_torch:>7.3f}  {diff:.1e}", flush=True)
+
+    for name, ref, builtin, affine_shape in cases(N, C, H, W, args.groups):
+        w = (1 + 0.1 * torch.randn(affine_shape)).requires_grad_()
+        b = (0.1 * torch.randn(affine_shape)).requires_grad_()
+        with torch.no_grad():
+            t_ref = median_time(lambda: ref(x, w, b), args.warmup, args.repeats)
+            t_torch = median_time(lambda: builtin(x, w, b), args.warmup, args.repeats)
+            diff = rel_diff(ref(x, w, b), builtin(x, w, b))
+        row(name, "fwd", t_ref, t_torch, diff)
+
+        xg = x.clone().requires_grad_()
+
+        def fwd_bwd(fn):
+            return lambda: torch.autograd.grad(fn(xg, w, b), (xg, w, b), grad_out)
+
+        t_ref = median_time(fwd_bwd(ref), args.warmup, args.repeats)
+        t_torch = median_time(fwd_bwd(builtin), args.warmup, args.repeats)
+        diff = rel_diff(fwd_bwd(ref)(), fwd_bwd(builtin)())
+        row(name, "fwd+bwd", t_ref, t_torch, diff)
+
+    # The closed-form BatchNorm backward against autograd's backward of the
+    # built-in (the forward pass is outside the timed region for both).
+    w = (1 + 0.1 * torch.randn(C)).requires_grad_()
+    b = (0.1 * torch.randn(C)).requires_grad_()
+    xg = x.clone().requires_grad_()
+    y = F.batch_norm(xg, None, None, w, b, training=True)
+    with torch.no_grad():
+        wd = w.detach()
+        t_ref = median_time(lambda: R.batch_norm_backward(grad_out, x, wd),
+                            args.warmup, args.repeats)
+    t_torch = median_time(
+        lambda: torch.autograd.grad(y, (xg, w, b), grad_out, retain_graph=True),
+        args.warmup, args.repeats)
+    diff = rel_diff(R.batch_norm_backward(grad_out, x, wd),
+                    torch.autograd.grad(y, (xg, w, b), grad_out, retain_graph=True))
+    row("batch_norm_backward", "bwd", t_ref, t_torch, diff)
+    print(f"total {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
