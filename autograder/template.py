@@ -76,6 +76,7 @@ def _render_code_cell(cell, index):
     if kind == "setup":
         cell.source = _expand(rest)
         cell.metadata["nbgrader"] = _nbgrader("setup", locked=True)
+        cell.metadata["tags"] = ["hide-input"]  # collapsed on the book's exercise page
     elif kind == "solution":
         cell.source = _expand(f"#| source {match[2]}\n{rest}")
         if "### BEGIN SOLUTION" not in cell.source:
