@@ -73,4 +73,4 @@ def test_a_failing_cell_fails_the_build(tmp_path):
         "# Page\n\n```{code-cell}\nraise ValueError('boom')\n```\n")
     result = make_book(tmp_path, tmp_path)
     assert result.returncode != 0
-    assert "boom" in result.stdout + result.stderr
+    assert "boom" in (tmp_path / "_build/html/reports/page.err.log").read_text()
