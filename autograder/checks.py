@@ -16,13 +16,15 @@ import torch
 warnings.filterwarnings("ignore")  # stderr in a test cell would score it 0
 _allclose = torch.allclose  # bound before any student code runs
 
-NORM_OPS = ("torch", {
+# Names of torch functions (under torch.*, torch.nn.functional.*, torch.ops.aten.*,
+# module methods...) a graded answer may not call.
+NORM_OPS = frozenset({
     "batch_norm", "native_batch_norm", "_native_batch_norm_legit",
     "_native_batch_norm_legit_no_training", "_batch_norm_impl_index", "batch_norm_stats",
     "layer_norm", "native_layer_norm", "group_norm", "native_group_norm",
     "instance_norm", "rms_norm", "normalize", "local_response_norm",
 })
-AUTOGRAD_OPS = ("torch", {"grad", "backward", "run_backward", "vjp", "jvp", "jacobian",
+AUTOGRAD_OPS = frozenset({"grad", "backward", "run_backward", "vjp", "jvp", "jacobian",
                           "vmap", "functional_call"})
 
 
@@ -39,13 +41,11 @@ def _qualified_name(frame, event, arg):
 
 
 def _is_forbidden(name, forbidden):
-    if name.startswith("solutions."):
-        return True
-    return any(name.startswith(prefix + ".") and name.rsplit(".", 1)[-1] in names
-               for prefix, names in forbidden)
+    return name.startswith("solutions.") or (
+        name.startswith("torch.") and name.rsplit(".", 1)[-1] in forbidden)
 
 
-def run_graded(fn, *args, forbidden=(NORM_OPS,), **kwargs):
+def run_graded(fn, *args, forbidden=NORM_OPS, **kwargs):
     """Call ``fn(*args, **kwargs)``; fail if it calls any op in ``forbidden``.
 
     What ``fn`` writes to stderr goes to stdout: nbgrader scores a test cell 0

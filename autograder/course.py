@@ -117,15 +117,19 @@ def check() -> list[str]:
     """
     problems = drift()
     for assignment in ASSIGNMENTS:
-        problems += _check_instructor(notebook_path(HERE, "source", assignment))
+        problems += _check_instructor(write_source(HERE, assignment))
         problems += _check_student(EXERCISES / f"{assignment}.ipynb")
     return problems
 
 
 def _check_instructor(notebook: Path) -> list[str]:
-    failed = validate(notebook).get("failed", [])
-    return [f"{notebook.name} (instructor): a test fails with the reference solution:\n"
-            f"{cell['source'][:200]}\n{strip_ansi(cell['raw_error'])[-2000:]}" for cell in failed]
+    result = validate(notebook)
+    problems = [f"{notebook.name} (instructor): the Validator reports {key}: {value}"
+                for key, value in result.items() if key != "failed"]
+    return problems + [
+        f"{notebook.name} (instructor): a test fails with the reference solution:\n"
+        f"{cell['source'][:200]}\n{strip_ansi(cell['raw_error'])[-2000:]}"
+        for cell in result.get("failed", [])]
 
 
 def _check_student(notebook: Path) -> list[str]:

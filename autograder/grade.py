@@ -61,8 +61,8 @@ def _read_notebook(path: Path) -> str | None:
     return None
 
 
-def _grade_one(api, course_dir: Path, db_url: str, notebook: Path, student: str,
-               assignment: str, feedback_dir: Path) -> str:
+def _grade_one(api, course_dir: Path, notebook: Path, student: str, assignment: str,
+               feedback_dir: Path) -> str:
     submitted = course.notebook_path(course_dir, "submitted", assignment, student)
     shutil.rmtree(submitted.parent, ignore_errors=True)
     submitted.parent.mkdir(parents=True)
@@ -108,7 +108,7 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
         for student, assignment in pairs:
             notebook = root / student / assignment / f"{assignment}.ipynb"
             status = _read_notebook(notebook) or _grade_one(
-                api, course_dir, db_url, notebook, student, assignment, feedback_dir)
+                api, course_dir, notebook, student, assignment, feedback_dir)
             score, max_score = _score(db_url, assignment, student, status)
             rows.append(dict(student_id=student, assignment=assignment,
                              score=round(score, 2), max_score=round(max_score, 2),

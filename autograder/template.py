@@ -78,7 +78,9 @@ def _render_code_cell(cell, index):
         cell.metadata["nbgrader"] = _nbgrader("setup", locked=True)
         cell.metadata["tags"] = ["hide-input"]  # collapsed on the book's exercise page
     elif kind == "solution":
-        cell.source = _expand(f"#| source {match[2]}\n{rest}")
+        if not match[2] or ":" not in match[2]:
+            raise TemplateError(f"cell {index}: write '#| solution <module>:<name>'")
+        cell.source = _expand(f"{_objects_source(match[2])}\n{rest}")
         if "### BEGIN SOLUTION" not in cell.source:
             raise TemplateError(f"{match[2]} has no BEGIN SOLUTION region")
         cell.metadata["nbgrader"] = _nbgrader(match[2].split(":")[1], solution=True)

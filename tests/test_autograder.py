@@ -94,6 +94,15 @@ def test_template_errors_are_clear(tmp_path):
     bad.write_text("```{code-cell}\n#| solution solutions.norms:_check_input\n```\n")
     with pytest.raises(TemplateError, match="no BEGIN SOLUTION"):
         render(bad)
+    bad.write_text("```{code-cell}\n#| solution batch_norm\n```\n")
+    with pytest.raises(TemplateError, match="<module>:<name>"):
+        render(bad)
+
+
+def test_instructor_check_does_not_read_other_validator_answers_as_a_pass(monkeypatch):
+    monkeypatch.setattr(course, "validate", lambda notebook: {"changed": [{"source": "x"}]})
+    problems = course._check_instructor(Path("norms.ipynb"))
+    assert problems and "reports changed" in problems[0]
 
 
 # -- the guard ---------------------------------------------------------------
@@ -140,7 +149,7 @@ def test_guard_forbids_autograd_only_when_asked():
         return torch.autograd.grad(own_group_norm(x, 2).sum(), x)[0]
     checks.run_graded(by_autograd, X)
     with pytest.raises(checks.ForbiddenCallError, match="torch.autograd.grad"):
-        checks.run_graded(by_autograd, X, forbidden=(checks.NORM_OPS, checks.AUTOGRAD_OPS))
+        checks.run_graded(by_autograd, X, forbidden=checks.NORM_OPS | checks.AUTOGRAD_OPS)
 
 
 def test_guard_restores_profile_after_an_exception():

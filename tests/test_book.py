@@ -35,6 +35,9 @@ def test_norms_chapter_ran_its_experiments(html):
     page = (html / "book/norms.html").read_text()
     assert len(re.findall(r"<img [^>]*src=", page)) >= 3, "figures drawn by code are missing"
     assert "Traceback" not in page, "a cell printed a traceback"
+    text = visible_text(page)
+    assert "BN test error (%)" in text and "GN test error (%)" in text, "experiment 1 did not print"
+    assert "running_var" in text and "eval var" in text, "experiment 2 did not print its table"
     assert 'href="../exercises/norms.html"' in page
     for term in ["批归一化", "层归一化", "实例归一化", "组归一化", "方差偏移"]:
         assert term in page
