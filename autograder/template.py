@@ -91,7 +91,7 @@ def _render_code_cell(cell, index):
         cell.source = _expand(rest)
         cell.metadata["nbgrader"] = _nbgrader(f"test_{item}", grade=True, locked=True,
                                               points=int(points))
-    elif kind is None:
+    elif kind in (None, "include", "source"):
         cell.source = _expand(cell.source)
     else:
         raise TemplateError(f"cell {index}: unknown directive {first!r}")

@@ -1,4 +1,5 @@
 """The exercise pipeline: one source, generated notebooks, the guard, secrecy."""
+import importlib
 import re
 import shutil
 import subprocess
@@ -67,18 +68,23 @@ def test_solution_lines_are_found():
     assert len(lines) > 20 and all(line in instructor for line in lines)
 
 
-def test_student_notebook_items_and_points():
-    cells = nbformat.read(course.EXERCISES / "norms.ipynb", as_version=4).cells
+@pytest.mark.parametrize("assignment, items, total", [
+    ("norms", ["batch_norm", "layer_norm", "instance_norm", "group_norm", "BatchNorm2d",
+               "batch_norm_backward"], 15),
+    ("resnet", ["BasicBlock", "Bottleneck", "make_layer", "ResNet", "count_parameters"], 12),
+])
+def test_student_notebook_items_and_points(assignment, items, total):
+    cells = nbformat.read(course.EXERCISES / f"{assignment}.ipynb", as_version=4).cells
     meta = [c.metadata["nbgrader"] for c in cells if "nbgrader" in c.metadata]
     answers = [m["grade_id"] for m in meta if m["solution"]]
     tests = {m["grade_id"]: m["points"] for m in meta if m["grade"]}
-    assert answers == ["batch_norm", "layer_norm", "instance_norm", "group_norm",
-                       "BatchNorm2d", "batch_norm_backward"]
+    assert answers == items
     assert list(tests) == [f"test_{a}" for a in answers]
-    assert sum(tests.values()) == 15
-    stubs = [c.source for c in cells if c.metadata["nbgrader"].get("solution")]
+    assert sum(tests.values()) == total
+    module = importlib.import_module(f"solutions.{assignment}")
+    stubs = [c.source for c in cells if c.metadata.get("nbgrader", {}).get("solution")]
     for stub, name in zip(stubs, answers):
-        reference = getattr(norms, name)
+        reference = getattr(module, name)
         assert reference.__doc__.strip().splitlines()[0] in stub, f"{name} lost its docstring"
         assert "raise NotImplementedError()" in stub
 
@@ -117,7 +123,7 @@ X = torch.randn(2, 4, 3, 3)
 
 
 def test_guard_lets_an_own_implementation_through():
-    out = checks.run_graded(own_group_norm, X, 2)
+    out = checks.run_graded(own_group_norm, X, 2, forbidden=checks.NORM_OPS)
     assert torch.allclose(out, F.group_norm(X, 2), atol=1e-6)
     assert sys.getprofile() is None
 
@@ -133,21 +139,27 @@ def test_guard_lets_an_own_implementation_through():
 ])
 def test_guard_catches_calls_to_existing_implementations(cheat, called):
     with pytest.raises(checks.ForbiddenCallError, match=re.escape(called)):
-        checks.run_graded(cheat, X, 2)
+        checks.run_graded(cheat, X, 2, forbidden=checks.NORM_OPS)
     assert sys.getprofile() is None
+
+
+def test_guard_forbids_only_solutions_by_default():
+    checks.run_graded(F.group_norm, X, 2)
+    with pytest.raises(checks.ForbiddenCallError, match="solutions.norms.group_norm"):
+        checks.run_graded(norms.group_norm, X, 2)
 
 
 def test_guard_catches_an_alias_bound_before_the_call():
     alias = F.group_norm
     with pytest.raises(checks.ForbiddenCallError, match="group_norm"):
-        checks.run_graded(lambda: alias(X, 2))
+        checks.run_graded(lambda: alias(X, 2), forbidden=checks.NORM_OPS)
 
 
 def test_guard_forbids_autograd_only_when_asked():
     def by_autograd(x):
         x = x.clone().requires_grad_()
         return torch.autograd.grad(own_group_norm(x, 2).sum(), x)[0]
-    checks.run_graded(by_autograd, X)
+    checks.run_graded(by_autograd, X, forbidden=checks.NORM_OPS)
     with pytest.raises(checks.ForbiddenCallError, match="torch.autograd.grad"):
         checks.run_graded(by_autograd, X, forbidden=checks.NORM_OPS | checks.AUTOGRAD_OPS)
 

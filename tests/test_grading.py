@@ -1,34 +1,37 @@
 """Grade a class of fixture submissions and check every row exactly.
 
-The submissions are the released student notebook with answer cells filled
+The submissions are the released student notebooks with answer cells filled
 in: the reference solution, nothing, or a typical mistake. The expected score
 of each is the assignment's total minus the points of the items the mistake
 breaks, read from the notebook's own grade cells (not copied from a run).
 """
 import csv
+import html
+import importlib
 import inspect
 import subprocess
 import sys
 import textwrap
 import zipfile
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from autograder import course
-from solutions import norms
 
 pytestmark = pytest.mark.xdist_group("grading")
-RELEASE = course.EXERCISES / "norms.ipynb"
 
 
-def reference(name):
-    return inspect.getsource(getattr(norms, name))
+def released(assignment):
+    return course.EXERCISES / f"{assignment}.ipynb"
 
 
-def edited(name, old, new):
-    source = reference(name)
+def reference(assignment, name):
+    return inspect.getsource(getattr(importlib.import_module(f"solutions.{assignment}"), name))
+
+
+def edited(assignment, name, old, new):
+    source = reference(assignment, name)
     assert old in source, f"fixture out of date: {old!r} not in reference {name}"
     return source.replace(old, new)
 
@@ -51,130 +54,188 @@ WRONG_AXES_BATCH_NORM = textwrap.dedent('''
         return out
 ''')
 
-# answer cells per fixture, and the items whose points the fixture must lose
+# assignment -> student -> (answer cells, items whose points the submission must lose).
+# "reference" and "untouched" submit every assignment; each mistake only its own.
 FIXTURES = {
-    "reference": ({}, set()),
-    "untouched": (None, {"batch_norm", "layer_norm", "instance_norm", "group_norm",
-                         "BatchNorm2d", "batch_norm_backward"}),
-    # BatchNorm2d calls the student's batch_norm, so a wrong batch_norm costs both
-    "wrong_axes": ({"batch_norm": WRONG_AXES_BATCH_NORM}, {"batch_norm", "BatchNorm2d"}),
-    "biased_running_var": (
-        {"batch_norm": edited("batch_norm", "var * n / (n - 1)", "var")},
-        {"batch_norm", "BatchNorm2d"}),
-    "eps_outside_sqrt": (
-        {"group_norm": edited("group_norm", "torch.rsqrt(var + eps)", "1 / (var.sqrt() + eps)")},
-        {"group_norm"}),
-    "calls_builtin": (
-        {"group_norm": edited("group_norm", "    ### BEGIN SOLUTION\n",
-                              "    return F.group_norm(input, num_groups, weight, bias, eps)\n")},
-        {"group_norm"}),
-    "correct_but_warns": (
-        {"layer_norm": edited("layer_norm", "    ### BEGIN SOLUTION\n",
-                              "    import sys, warnings\n"
-                              "    warnings.warn('a student warning')\n"
-                              "    print('debug output', file=sys.stderr)\n")},
-        set()),
+    "norms": {
+        "reference": ({}, set()),
+        "untouched": (None, {"batch_norm", "layer_norm", "instance_norm", "group_norm",
+                             "BatchNorm2d", "batch_norm_backward"}),
+        # BatchNorm2d calls the student's batch_norm, so a wrong batch_norm costs both
+        "wrong_axes": ({"batch_norm": WRONG_AXES_BATCH_NORM}, {"batch_norm", "BatchNorm2d"}),
+        "biased_running_var": (
+            {"batch_norm": edited("norms", "batch_norm", "var * n / (n - 1)", "var")},
+            {"batch_norm", "BatchNorm2d"}),
+        "eps_outside_sqrt": (
+            {"group_norm": edited("norms", "group_norm", "torch.rsqrt(var + eps)",
+                                  "1 / (var.sqrt() + eps)")},
+            {"group_norm"}),
+        "calls_builtin": (
+            {"group_norm": edited("norms", "group_norm", "    ### BEGIN SOLUTION\n",
+                                  "    return F.group_norm(input, num_groups, weight, bias, eps)\n")},
+            {"group_norm"}),
+        "correct_but_warns": (
+            {"layer_norm": edited("norms", "layer_norm", "    ### BEGIN SOLUTION\n",
+                                  "    import sys, warnings\n"
+                                  "    warnings.warn('a student warning')\n"
+                                  "    print('debug output', file=sys.stderr)\n")},
+            set()),
+    },
+    # The hidden ResNet tests build networks from the student's blocks, so a wrong
+    # block costs the ResNet item too; make_layer's tests use a probe block instead.
+    "resnet": {
+        "reference": ({}, set()),
+        "untouched": (None, {"BasicBlock", "Bottleneck", "make_layer", "ResNet",
+                             "count_parameters"}),
+        "relu_before_add": (
+            {"BasicBlock": edited("resnet", "BasicBlock", "return self.relu(out + identity)",
+                                  "return self.relu(out) + identity")},
+            {"BasicBlock", "ResNet"}),
+        "stride_on_1x1": (
+            {"Bottleneck": edited("resnet", "Bottleneck", "conv1x1(inplanes, planes)",
+                                  "conv1x1(inplanes, planes, stride)").replace(
+                                      "conv3x3(planes, planes, stride)", "conv3x3(planes, planes)")},
+            {"Bottleneck", "ResNet"}),
+        "no_projection_when_widening": (
+            {"make_layer": edited("resnet", "make_layer", "if stride != 1 or inplanes != width:",
+                                  "if stride != 1:")},
+            {"make_layer", "ResNet"}),
+        "counts_buffers": (
+            {"count_parameters": edited(
+                "resnet", "count_parameters",
+                "return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)",
+                "return sum(t.numel() for t in model.state_dict().values())")},
+            {"count_parameters"}),
+        "imports_reference": (
+            {"BasicBlock": "from solutions.resnet import BasicBlock\n"},
+            {"BasicBlock", "ResNet"}),
+    },
 }
+STUDENTS = sorted({student for fixtures in FIXTURES.values() for student in fixtures})
 
 
-def submission(answers):
+def submission(assignment, answers):
     """The student notebook with answer cells replaced: {} means all reference."""
-    notebook = nbformat.read(RELEASE, as_version=4)
+    notebook = nbformat.read(released(assignment), as_version=4)
     if answers is None:
         return notebook
     for cell in notebook.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if cell.metadata.get("nbgrader", {}).get("solution"):
-            cell.source = answers.get(grade_id, reference(grade_id))
+            cell.source = answers.get(grade_id, reference(assignment, grade_id))
     return notebook
 
 
-def points_per_item():
+def points_per_item(assignment):
     return {cell.metadata["nbgrader"]["grade_id"].removeprefix("test_"):
             cell.metadata["nbgrader"]["points"]
-            for cell in nbformat.read(RELEASE, as_version=4).cells
+            for cell in nbformat.read(released(assignment), as_version=4).cells
             if cell.metadata.get("nbgrader", {}).get("grade")}
+
+
+def total(assignment):
+    return sum(points_per_item(assignment).values())
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("class")
     submissions = root / "submissions"
-    for student, (answers, _) in FIXTURES.items():
-        path = submissions / student / "norms" / "norms.ipynb"
-        path.parent.mkdir(parents=True)
-        nbformat.write(submission(answers), path)
+    for assignment, fixtures in FIXTURES.items():
+        for student, (answers, _) in fixtures.items():
+            path = submissions / student / assignment / f"{assignment}.ipynb"
+            path.parent.mkdir(parents=True)
+            nbformat.write(submission(assignment, answers), path)
     corrupt = submissions / "corrupt" / "norms" / "norms.ipynb"
     corrupt.parent.mkdir(parents=True)
-    corrupt.write_text(RELEASE.read_text()[:5000])  # truncated upload
+    corrupt.write_text(released("norms").read_text()[:5000])  # truncated upload
     (submissions / "no_notebook" / "norms").mkdir(parents=True)
     out = root / "out" / "grades.csv"
     result = subprocess.run(
         [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
          "--course-dir", str(root / "course")],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out) as handle:
-        rows = {row["student_id"]: row for row in csv.DictReader(handle)}
+        rows = {(row["student_id"], row["assignment"]): row for row in csv.DictReader(handle)}
     return rows, out.parent
 
 
-@pytest.mark.parametrize("student", FIXTURES)
-def test_fixture_scores_exactly(graded, student):
+@pytest.mark.parametrize("assignment, student", [
+    (assignment, student) for assignment, fixtures in FIXTURES.items() for student in fixtures])
+def test_fixture_scores_exactly(graded, assignment, student):
     rows, _ = graded
-    points = points_per_item()
-    lost = FIXTURES[student][1]
-    row = rows[student]
+    points = points_per_item(assignment)
+    lost = FIXTURES[assignment][student][1]
+    row = rows[student, assignment]
     assert row["status"] == "graded"
-    assert float(row["max_score"]) == sum(points.values())
-    assert float(row["score"]) == sum(points.values()) - sum(points[item] for item in lost)
+    assert float(row["max_score"]) == total(assignment)
+    assert float(row["score"]) == total(assignment) - sum(points[item] for item in lost)
 
 
-def test_every_submission_has_a_row(graded):
+def test_every_student_gets_a_row_per_assignment(graded):
     rows, _ = graded
-    assert set(rows) == set(FIXTURES) | {"corrupt", "no_notebook"}
-    assert all(row["assignment"] == "norms" for row in rows.values())
+    assert set(rows) == {(student, assignment) for student in STUDENTS + ["corrupt", "no_notebook"]
+                         for assignment in FIXTURES}
+
+
+def test_missing_assignments_get_zero_rows(graded):
+    rows, _ = graded
+    for assignment, fixtures in FIXTURES.items():
+        for student in set(STUDENTS) - set(fixtures):
+            row = rows[student, assignment]
+            assert row["status"].startswith("missing notebook:"), (student, assignment)
+            assert float(row["score"]) == 0 and float(row["max_score"]) == total(assignment)
 
 
 def test_corrupt_and_missing_notebooks_get_error_rows(graded):
     rows, _ = graded
-    assert rows["corrupt"]["status"].startswith("corrupt notebook:")
-    assert rows["no_notebook"]["status"].startswith("missing notebook:")
+    assert rows["corrupt", "norms"]["status"].startswith("corrupt notebook:")
+    assert rows["no_notebook", "norms"]["status"].startswith("missing notebook:")
     for student in ("corrupt", "no_notebook"):
-        assert float(rows[student]["score"]) == 0
-        assert float(rows[student]["max_score"]) == sum(points_per_item().values())
+        assert float(rows[student, "norms"]["score"]) == 0
+        assert float(rows[student, "norms"]["max_score"]) == total("norms")
 
 
 def test_feedback_per_student_without_hidden_tests(graded):
     rows, out_dir = graded
-    for student, row in rows.items():
-        html = out_dir / "feedback" / student / "norms.html"
-        assert html.is_file() == (row["status"] == "graded"), student
-    text = (out_dir / "feedback" / "calls_builtin" / "norms.html").read_text()
-    assert "HIDDEN TESTS" not in text and "for shape in [(8, 5)" not in text
+    for (student, assignment), row in rows.items():
+        page = out_dir / "feedback" / student / f"{assignment}.html"
+        assert page.is_file() == (row["status"] == "graded"), (student, assignment)
+    for student, assignment, hidden_line in [
+            ("calls_builtin", "norms", "for shape in [(8, 5)"),
+            ("relu_before_add", "resnet", "def reference_block")]:
+        text = (out_dir / "feedback" / student / f"{assignment}.html").read_text()
+        assert "HIDDEN TESTS" not in text and hidden_line not in text
 
 
-@pytest.mark.parametrize("student, diagnosis", [
-    ("wrong_axes", "that is LayerNorm"),
-    ("biased_running_var", "running_var uses the UNBIASED batch variance"),
-    ("eps_outside_sqrt", "you added eps outside the square root"),
-    ("calls_builtin", "group_norm calls torch.nn.functional.group_norm"),
+@pytest.mark.parametrize("student, assignment, diagnosis", [
+    ("wrong_axes", "norms", "that is LayerNorm"),
+    ("biased_running_var", "norms", "running_var uses the UNBIASED batch variance"),
+    ("eps_outside_sqrt", "norms", "you added eps outside the square root"),
+    ("calls_builtin", "norms", "group_norm calls torch.nn.functional.group_norm"),
+    ("relu_before_add", "resnet", "ReLU the sum: relu(F(x) + x), not relu(F(x)) + x."),
+    ("stride_on_1x1", "resnet", "the stride belongs to conv2, the 3x3 convolution"),
+    ("no_projection_when_widening", "resnet", "8 -> 16 channels needs a projection"),
+    ("counts_buffers", "resnet", "you counted BN's buffers"),
+    ("imports_reference", "resnet", "calls solutions.resnet.BasicBlock"),
 ])
-def test_feedback_names_the_mistake(graded, student, diagnosis):
+def test_feedback_names_the_mistake(graded, student, assignment, diagnosis):
     _, out_dir = graded
-    assert diagnosis in (out_dir / "feedback" / student / "norms.html").read_text()
+    page = (out_dir / "feedback" / student / f"{assignment}.html").read_text()
+    assert diagnosis in html.unescape(page)
 
 
 def test_zip_of_submissions(tmp_path):
     archive = tmp_path / "lms.zip"
     with zipfile.ZipFile(archive, "w") as handle:
-        handle.writestr("s1/norms/norms.ipynb", nbformat.writes(submission({})))
+        handle.writestr("s1/norms/norms.ipynb", nbformat.writes(submission("norms", {})))
         handle.writestr("s2/norms/norms.ipynb", "not a notebook")
     from autograder.grade import grade
     rows = grade(archive, tmp_path / "grades.csv", course_dir=tmp_path / "course")
     assert [(r["student_id"], r["status"].split(":")[0]) for r in rows] == [
         ("s1", "graded"), ("s2", "corrupt notebook")]
-    assert rows[0]["score"] == rows[0]["max_score"] == sum(points_per_item().values())
+    assert rows[0]["score"] == rows[0]["max_score"] == total("norms")
 
 
 def test_not_a_zip_is_a_clear_error(tmp_path):

@@ -1,0 +1,68 @@
+"""An independent ResNet forward pass, computed with torch.nn.functional from a
+state_dict laid out as torchvision's (``resnet_layout``).
+
+The hidden tests load one random state_dict into a submission's module and
+compare its output with ``reference_resnet`` on the same state; the test
+suite checks ``solutions.resnet`` against it the same way.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_state(shapes, dtype=torch.float64):
+    """A state_dict with the given layout: random weights, positive BN scales and variances."""
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(3)
+        elif key.endswith(("running_var", "weight")) and len(shape) == 1:
+            state[key] = torch.rand(shape, dtype=dtype) + 0.5
+        else:
+            state[key] = torch.randn(shape, dtype=dtype) / math.prod(shape[1:]) ** 0.5
+    return state
+
+
+def _bn(state, prefix, x, training):
+    return F.batch_norm(x, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"],
+                        state[f"{prefix}.weight"], state[f"{prefix}.bias"], training)
+
+
+def reference_block(state, x, stride=1, training=True, prefix=""):
+    """A block from its state: BasicBlock or Bottleneck, told apart by conv3.
+
+    In training mode the state's running statistics are updated in place,
+    as the module's buffers would be.
+    """
+    names = ["conv1", "conv2", "conv3"] if f"{prefix}conv3.weight" in state else ["conv1", "conv2"]
+    strided = "conv1" if len(names) == 2 else "conv2"
+    out = x
+    for index, name in enumerate(names):
+        weight = state[f"{prefix}{name}.weight"]
+        out = F.conv2d(out, weight, stride=stride if name == strided else 1,
+                       padding=weight.shape[-1] // 2)
+        out = _bn(state, f"{prefix}bn{name[-1]}", out, training)
+        if index < len(names) - 1:
+            out = F.relu(out)
+    shortcut = x
+    if f"{prefix}downsample.0.weight" in state:
+        shortcut = F.conv2d(x, state[f"{prefix}downsample.0.weight"], stride=stride)
+        shortcut = _bn(state, f"{prefix}downsample.1", shortcut, training)
+    return F.relu(out + shortcut)
+
+
+def reference_layer(state, x, blocks, stride=1, training=True, prefix=""):
+    for index in range(blocks):
+        x = reference_block(state, x, stride if index == 0 else 1, training, f"{prefix}{index}.")
+    return x
+
+
+def reference_resnet(state, x, layers, training=True):
+    x = F.relu(_bn(state, "bn1", F.conv2d(x, state["conv1.weight"], stride=2, padding=3),
+                   training))
+    x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+    for index, blocks in enumerate(layers):
+        x = reference_layer(state, x, blocks, 1 if index == 0 else 2, training,
+                            f"layer{index + 1}.")
+    return F.linear(x.mean((2, 3)), state["fc.weight"], state["fc.bias"])
