@@ -24,6 +24,12 @@ NORM_OPS = frozenset({
     "layer_norm", "native_layer_norm", "group_norm", "native_group_norm",
     "instance_norm", "rms_norm", "normalize", "local_response_norm",
 })
+CONV_OPS = frozenset({
+    "conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
+    "conv_transpose2d", "conv_transpose3d", "conv_tbc", "_conv_depthwise2d", "slow_conv2d",
+    "_slow_conv2d_forward", "thnn_conv2d", "mkldnn_convolution", "cudnn_convolution",
+    "miopen_convolution", "_nnpack_spatial_convolution",
+})
 AUTOGRAD_OPS = frozenset({"grad", "backward", "run_backward", "vjp", "jvp", "jacobian",
                           "vmap", "functional_call"})
 

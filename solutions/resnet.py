@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .common import check_image
+
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution, padding 1, no bias (a BN follows it)."""
@@ -46,14 +48,6 @@ def _check_block_args(name: str, inplanes, planes, stride, downsample, expansion
             f"{name}({inplanes}, {planes}, stride={stride}) changes the shape from "
             f"{inplanes} to {planes * expansion} channels or the resolution, so x cannot "
             f"be added to the output: pass a downsample (1x1 conv + BN) for the shortcut")
-
-
-def _check_input(x, channels: int, name: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        raise ValueError(f"{name}: input must be a tensor of shape (N, {channels}, H, W), got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-    if x.shape[1] != channels:
-        raise ValueError(f"{name}: input has {x.shape[1]} channels, expected {channels}")
 
 
 class BasicBlock(nn.Module):
@@ -90,7 +84,7 @@ class BasicBlock(nn.Module):
         ### END SOLUTION
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.inplanes, "BasicBlock")
+        check_image(x, self.inplanes, "BasicBlock")
         ### BEGIN SOLUTION
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
@@ -139,7 +133,7 @@ class Bottleneck(nn.Module):
         ### END SOLUTION
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.inplanes, "Bottleneck")
+        check_image(x, self.inplanes, "Bottleneck")
         ### BEGIN SOLUTION
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
@@ -231,7 +225,7 @@ class ResNet(nn.Module):
         ### END SOLUTION
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, 3, "ResNet")
+        check_image(x, 3, "ResNet")
         ### BEGIN SOLUTION
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))

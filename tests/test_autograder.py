@@ -72,6 +72,8 @@ def test_solution_lines_are_found():
     ("norms", ["batch_norm", "layer_norm", "instance_norm", "group_norm", "BatchNorm2d",
                "batch_norm_backward"], 15),
     ("resnet", ["BasicBlock", "Bottleneck", "make_layer", "ResNet", "count_parameters"], 12),
+    ("atrous", ["conv2d", "receptive_field", "coverage", "DepthwiseSeparableConv2d", "ASPP", "DUC"],
+     14),
 ])
 def test_student_notebook_items_and_points(assignment, items, total):
     cells = nbformat.read(course.EXERCISES / f"{assignment}.ipynb", as_version=4).cells

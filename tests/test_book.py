@@ -27,7 +27,7 @@ def html(tmp_path_factory):
 
 def test_chapters_and_exercise_pages_are_built(html):
     for page in ["book/intro.html", "book/norms.html", "exercises/norms.html",
-                 "book/references.html"]:
+                 "book/resnet.html", "exercises/resnet.html", "book/references.html"]:
         assert (html / page).is_file(), page
 
 
@@ -43,8 +43,26 @@ def test_norms_chapter_ran_its_experiments(html):
         assert term in page
 
 
-def test_exercise_page_is_the_student_version(html):
-    page = (html / "exercises/norms.html").read_text()
+@pytest.mark.parametrize("assignment", ["norms", "resnet"])
+def test_resnet_chapter_reproduces_the_degradation_problem(html):
+    page = (html / "book/resnet.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 3, "figures drawn by code are missing"
+    assert "Traceback" not in page, "a cell printed a traceback"
+    text = visible_text(page)
+    for count in ["11,689,512", "21,797,672", "25,557,032"]:
+        assert count in text, f"the cost table lacks {count}"
+    rows = {int(layers): (float(plain), float(residual)) for layers, plain, residual in re.findall(
+        r"^\s*(\d+)\s+([\d.]+)\s+[\d.]+%\s+([\d.]+)\s+[\d.]+%$", text, re.M)}
+    assert set(rows) == {20, 32, 56}, "the experiment's table is missing"
+    assert rows[56][0] > rows[20][0], "the prose claims the deep plain net trains worse"
+    assert rows[56][1] < rows[56][0], "the prose claims the residual twin trains better"
+    assert 'href="../exercises/resnet.html"' in page
+    for term in ["残差网络", "残差块", "退化问题", "瓶颈结构"]:
+        assert term in page
+
+
+def test_exercise_page_is_the_student_version(html, assignment):
+    page = (html / f"exercises/{assignment}.html").read_text()
     assert "NotImplementedError" in page
     assert "run_graded" in page
 
@@ -55,7 +73,8 @@ def visible_text(page: str) -> str:
 
 def test_built_html_holds_no_solution_or_hidden_test(html):
     assert not (html / "_sources").exists(), "html_copy_source must stay off"
-    lines = solution_lines(ROOT / "solutions" / "norms.py")
+    lines = [line for module in sorted((ROOT / "solutions").glob("*.py"))
+             for line in solution_lines(module)]
     for path in html.rglob("*"):
         if path.suffix not in {".html", ".txt", ".js", ".ipynb", ".md", ".py"}:
             continue

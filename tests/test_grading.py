@@ -9,6 +9,7 @@ import csv
 import html
 import importlib
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import nbformat
 import pytest
 
 from autograder import course
+from autograder.template import ROOT
 
 pytestmark = pytest.mark.xdist_group("grading")
 
@@ -110,6 +112,29 @@ FIXTURES = {
             {"BasicBlock": "from solutions.resnet import BasicBlock\n"},
             {"BasicBlock", "ResNet"}),
     },
+    "atrous": {
+        "reference": ({}, set()),
+        "untouched": (None, {"conv2d", "receptive_field", "coverage", "DepthwiseSeparableConv2d",
+                             "ASPP", "DUC"}),
+        "flipped_kernel": (
+            {"conv2d": edited("atrous", "conv2d", "w = weight.reshape(", "w = weight.flip(-1, -2).reshape(")},
+            {"conv2d"}),
+        "calls_conv2d": (
+            {"conv2d": edited("atrous", "conv2d", "    ### BEGIN SOLUTION\n",
+                              "    return F.conv2d(input, weight, bias, stride, padding, dilation, groups)\n")},
+            {"conv2d"}),
+        "reach_not_paths": (
+            {"coverage": edited("atrous", "coverage", "return counts[:, None] * counts[None, :]",
+                                "return (counts[:, None] * counts[None, :] > 0).long()")},
+            {"coverage"}),
+        "swapped_subpixels": (
+            {"DUC": edited("atrous", "DUC", "return self.pixel_shuffle(self.conv(x))",
+                           "y, r = self.conv(x), self.pixel_shuffle.upscale_factor\n"
+                           "        N, C, H, W = y.shape\n"
+                           "        return y.view(N, C // (r * r), r, r, H, W).permute(0, 1, 4, 3, 5, 2)"
+                           ".reshape(N, C // (r * r), H * r, W * r)")},
+            {"DUC"}),
+    },
 }
 STUDENTS = sorted({student for fixtures in FIXTURES.values() for student in fixtures})
 
@@ -151,10 +176,13 @@ def graded(tmp_path_factory):
     corrupt.write_text(released("norms").read_text()[:5000])  # truncated upload
     (submissions / "no_notebook" / "norms").mkdir(parents=True)
     out = root / "out" / "grades.csv"
+    # as under `make grade`: the course's own packages are importable, so a submission
+    # that imports `solutions` meets the guard, not an ImportError
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
          "--course-dir", str(root / "course")],
-        capture_output=True, text=True, timeout=1500)
+        capture_output=True, text=True, timeout=1500, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out) as handle:
         rows = {(row["student_id"], row["assignment"]): row for row in csv.DictReader(handle)}
@@ -219,6 +247,10 @@ def test_feedback_per_student_without_hidden_tests(graded):
     ("no_projection_when_widening", "resnet", "8 -> 16 channels needs a projection"),
     ("counts_buffers", "resnet", "you counted BN's buffers"),
     ("imports_reference", "resnet", "calls solutions.resnet.BasicBlock"),
+    ("flipped_kernel", "atrous", "you flipped the kernel: F.conv2d is a cross-correlation"),
+    ("calls_conv2d", "atrous", "conv2d calls torch.conv2d"),
+    ("reach_not_paths", "atrous", "count the paths, not just whether a pixel is reached"),
+    ("swapped_subpixels", "atrous", "you swapped i and j"),
 ])
 def test_feedback_names_the_mistake(graded, student, assignment, diagnosis):
     _, out_dir = graded
