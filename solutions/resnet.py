@@ -51,7 +51,9 @@ def _check_block_args(name: str, inplanes, planes, stride, downsample, expansion
 
 
 class BasicBlock(nn.Module):
-    """The two-layer residual block of ResNet-18/34: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x))``.
+    """The two-layer residual block of ResNet-18 and ResNet-34: ``relu(F(x) + s(x))``.
+
+    The residual branch is ``F(x) = bn2(conv2(relu(bn1(conv1(x)))))``.
 
     Args:
         inplanes: input channels.

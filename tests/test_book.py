@@ -27,7 +27,8 @@ def html(tmp_path_factory):
 
 def test_chapters_and_exercise_pages_are_built(html):
     for page in ["book/intro.html", "book/norms.html", "exercises/norms.html",
-                 "book/resnet.html", "exercises/resnet.html", "book/references.html"]:
+                 "book/resnet.html", "exercises/resnet.html", "book/atrous.html",
+                 "exercises/atrous.html", "book/references.html"]:
         assert (html / page).is_file(), page
 
 
@@ -43,7 +44,6 @@ def test_norms_chapter_ran_its_experiments(html):
         assert term in page
 
 
-@pytest.mark.parametrize("assignment", ["norms", "resnet"])
 def test_resnet_chapter_reproduces_the_degradation_problem(html):
     page = (html / "book/resnet.html").read_text()
     assert len(re.findall(r"<img [^>]*src=", page)) >= 3, "figures drawn by code are missing"
@@ -61,6 +61,24 @@ def test_resnet_chapter_reproduces_the_degradation_problem(html):
         assert term in page
 
 
+def test_atrous_chapter_ran_its_experiments(html):
+    page = (html / "book/atrous.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 4, "figures drawn by code are missing"
+    assert "Traceback" not in page, "a cell printed a traceback"
+    text = visible_text(page)
+    assert "15,535,104" in text, "the ASPP parameter count is missing"
+    rows = {name: [float(v) for v in (error + values).split()] for name, error, values in re.findall(
+        r"^(bilinear|DUC)\s+([\d.]+)%((?:\s+[\d.]+){3})$", text, re.M)}
+    assert set(rows) == {"bilinear", "DUC"}, "the DUC experiment's table is missing"
+    duc, bilinear = rows["DUC"], rows["bilinear"]
+    assert duc[0] < bilinear[0] and all(d > b for d, b in zip(duc[1:], bilinear[1:])), \
+        "the prose claims DUC has the lower pixel error and a higher IoU for every class"
+    assert 'href="../exercises/atrous.html"' in page
+    for term in ["空洞卷积", "感受野", "网格效应", "空洞空间金字塔池化", "深度可分离卷积"]:
+        assert term in page
+
+
+@pytest.mark.parametrize("assignment", ["norms", "resnet", "atrous"])
 def test_exercise_page_is_the_student_version(html, assignment):
     page = (html / f"exercises/{assignment}.html").read_text()
     assert "NotImplementedError" in page
