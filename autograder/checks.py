@@ -16,8 +16,8 @@ import torch
 warnings.filterwarnings("ignore")  # stderr in a test cell would score it 0
 _allclose = torch.allclose  # bound before any student code runs
 
-# Names of torch functions (under torch.*, torch.nn.functional.*, torch.ops.aten.*,
-# module methods...) a graded answer may not call.
+# Names of torch and torchvision functions (under torch.*, torch.nn.functional.*,
+# torch.ops.aten.*, torchvision.ops.*, module methods...) a graded answer may not call.
 NORM_OPS = frozenset({
     "batch_norm", "native_batch_norm", "_native_batch_norm_legit",
     "_native_batch_norm_legit_no_training", "_batch_norm_impl_index", "batch_norm_stats",
@@ -29,6 +29,12 @@ CONV_OPS = frozenset({
     "conv_transpose2d", "conv_transpose3d", "conv_tbc", "_conv_depthwise2d", "slow_conv2d",
     "_slow_conv2d_forward", "thnn_conv2d", "mkldnn_convolution", "cudnn_convolution",
     "miopen_convolution", "_nnpack_spatial_convolution",
+})
+# Bilinear samplers and RoI ops, torch's and torchvision's (torchvision.ops.*, torch.ops.torchvision.*).
+SAMPLING_OPS = frozenset({
+    "grid_sample", "grid_sampler", "grid_sampler_2d", "_grid_sampler_2d_cpu_fallback",
+    "deform_conv2d", "roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool",
+    "multi_scale_roi_align", "box_iou", "_box_inter_union",
 })
 AUTOGRAD_OPS = frozenset({"grad", "backward", "run_backward", "vjp", "jvp", "jacobian",
                           "vmap", "functional_call"})
@@ -48,7 +54,7 @@ def _qualified_name(frame, event, arg):
 
 def _is_forbidden(name, forbidden):
     return name.startswith("solutions.") or (
-        name.startswith("torch.") and name.rsplit(".", 1)[-1] in forbidden)
+        name.startswith(("torch.", "torchvision.")) and name.rsplit(".", 1)[-1] in forbidden)
 
 
 def run_graded(fn, *args, forbidden=frozenset(), **kwargs):

@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -74,6 +75,7 @@ def test_solution_lines_are_found():
     ("resnet", ["BasicBlock", "Bottleneck", "make_layer", "ResNet", "count_parameters"], 12),
     ("atrous", ["conv2d", "receptive_field", "coverage", "DepthwiseSeparableConv2d", "ASPP", "DUC"],
      14),
+    ("deformable", ["bilinear_interpolate", "deform_conv2d", "DeformConv2d", "deform_roi_pool"], 11),
 ])
 def test_student_notebook_items_and_points(assignment, items, total):
     cells = nbformat.read(course.EXERCISES / f"{assignment}.ipynb", as_version=4).cells
@@ -149,6 +151,15 @@ def test_guard_forbids_only_solutions_by_default():
     checks.run_graded(F.group_norm, X, 2)
     with pytest.raises(checks.ForbiddenCallError, match="solutions.norms.group_norm"):
         checks.run_graded(norms.group_norm, X, 2)
+
+
+def test_guard_catches_torchvision_ops():
+    """torchvision is not installed here; a stand-in module has its names."""
+    ops = types.ModuleType("torchvision.ops.roi_align")
+    exec("def roi_align(x):\n    return x", ops.__dict__)
+    with pytest.raises(checks.ForbiddenCallError, match=r"torchvision\.ops\.roi_align\.roi_align"):
+        checks.run_graded(ops.roi_align, X, forbidden=checks.SAMPLING_OPS)
+    checks.run_graded(ops.roi_align, X)
 
 
 def test_guard_catches_an_alias_bound_before_the_call():

@@ -56,6 +56,13 @@ WRONG_AXES_BATCH_NORM = textwrap.dedent('''
         return out
 ''')
 
+GRID_SAMPLE_BILINEAR = """\
+    N, C, H, W = input.shape
+    grid = torch.stack([2 * x / (W - 1) - 1, 2 * y / (H - 1) - 1], -1).reshape(N, -1, 1, 2)
+    sampled = torch.nn.functional.grid_sample(input, grid, align_corners=True)
+    return sampled.reshape(N, C, *y.shape[1:])
+"""
+
 # assignment -> student -> (answer cells, items whose points the submission must lose).
 # "reference" and "untouched" submit every assignment; each mistake only its own.
 FIXTURES = {
@@ -134,6 +141,31 @@ FIXTURES = {
                            "        return y.view(N, C // (r * r), r, r, H, W).permute(0, 1, 4, 3, 5, 2)"
                            ".reshape(N, C // (r * r), H * r, W * r)")},
             {"DUC"}),
+    },
+    # DeformConv2d's hidden tests run the student's deform_conv2d with learned offsets,
+    # and deform_conv2d samples with the student's bilinear_interpolate.
+    "deformable": {
+        "reference": ({}, set()),
+        "untouched": (None, {"bilinear_interpolate", "deform_conv2d", "DeformConv2d",
+                             "deform_roi_pool"}),
+        "dy_dx_swapped": (
+            {"deform_conv2d": edited("deformable", "deform_conv2d", "y = (base_y + off[:, :, :, 0])",
+                                     "y = (base_y + off[:, :, :, 1])")
+             .replace("x = (base_x + off[:, :, :, 1])", "x = (base_x + off[:, :, :, 0])")},
+            {"deform_conv2d", "DeformConv2d"}),
+        "mask_sigmoid_twice": (
+            {"deform_conv2d": edited("deformable", "deform_conv2d", "cols * mask.reshape(",
+                                     "cols * mask.sigmoid().reshape(")},
+            {"deform_conv2d", "DeformConv2d"}),
+        "unnormalised_bin_offsets": (
+            {"deform_roi_pool": edited("deformable", "deform_roi_pool", "v(gamma * roi_h) * dy", "dy")
+             .replace("v(gamma * roi_w) * dx", "dx")},
+            {"deform_roi_pool"}),
+        "calls_grid_sample": (
+            {"bilinear_interpolate": edited("deformable", "bilinear_interpolate",
+                                            "    ### BEGIN SOLUTION\n",
+                                            GRID_SAMPLE_BILINEAR)},
+            {"bilinear_interpolate", "deform_conv2d", "DeformConv2d"}),
     },
 }
 STUDENTS = sorted({student for fixtures in FIXTURES.values() for student in fixtures})
@@ -251,6 +283,10 @@ def test_feedback_per_student_without_hidden_tests(graded):
     ("calls_conv2d", "atrous", "conv2d calls torch.conv2d"),
     ("reach_not_paths", "atrous", "count the paths, not just whether a pixel is reached"),
     ("swapped_subpixels", "atrous", "you swapped i and j"),
+    ("dy_dx_swapped", "deformable", "you swapped dy and dx"),
+    ("mask_sigmoid_twice", "deformable", "the mask is used as given"),
+    ("unnormalised_bin_offsets", "deformable", "the offsets are normalised"),
+    ("calls_grid_sample", "deformable", "calls torch.nn.functional.grid_sample"),
 ])
 def test_feedback_names_the_mistake(graded, student, assignment, diagnosis):
     _, out_dir = graded
