@@ -29,21 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import check_image
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _pair(value, what: str, minimum: int) -> tuple:
-    """``value`` as a pair of ints >= minimum (an int means the same for H and W)."""
-    pair = (value, value) if _is_int(value) else value
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2
-            and all(_is_int(v) and v >= minimum for v in pair)):
-        bound = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"conv2d: {what} must be a {bound} int or a pair of them, got {value!r}")
-    return tuple(pair)
+from .common import as_pair, check_image, check_positive, is_int
 
 
 def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilation=1,
@@ -91,7 +77,7 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
                          f"got {tuple(weight.shape)}")
     N, C, H, W = input.shape
     C_out, C_per_group, KH, KW = weight.shape
-    if not _is_int(groups) or groups < 1 or C % groups or C_out % groups:
+    if not is_int(groups) or groups < 1 or C % groups or C_out % groups:
         raise ValueError(f"conv2d: groups={groups!r} must be a positive int dividing both "
                          f"C_in={C} and C_out={C_out}")
     if C_per_group * groups != C:
@@ -101,8 +87,8 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (C_out,)):
         raise ValueError(f"conv2d: bias must have shape ({C_out},), got "
                          f"{tuple(bias.shape) if isinstance(bias, Tensor) else bias!r}")
-    stride = _pair(stride, "stride", 1)
-    dilation = _pair(dilation, "dilation", 1)
+    stride = as_pair(stride, "stride", 1, "conv2d")
+    dilation = as_pair(dilation, "dilation", 1, "conv2d")
     span = (dilation[0] * (KH - 1) + 1, dilation[1] * (KW - 1) + 1)
     if padding == "valid":
         pads = (0, 0, 0, 0)
@@ -115,7 +101,7 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     elif isinstance(padding, str):
         raise ValueError(f"conv2d: padding string must be 'valid' or 'same', got {padding!r}")
     else:
-        ph, pw = _pair(padding, "padding", 0)
+        ph, pw = as_pair(padding, "padding", 0, "conv2d")
         pads = (pw, pw, ph, ph)
     if span[0] > H + pads[2] + pads[3] or span[1] > W + pads[0] + pads[1]:
         raise ValueError(f"conv2d: the kernel spans {span[0]}x{span[1]} pixels (dilation "
@@ -139,7 +125,7 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
 
 def _check_layer(layer) -> tuple:
     if not (isinstance(layer, (tuple, list)) and len(layer) == 3
-            and all(_is_int(v) and v >= 1 for v in layer)):
+            and all(is_int(v) and v >= 1 for v in layer)):
         raise ValueError(f"receptive_field: each layer must be a (kernel, stride, dilation) "
                          f"tuple of positive ints, got {layer!r}")
     return tuple(layer)
@@ -196,10 +182,10 @@ def coverage(dilations, kernel: int = 3) -> Tensor:
         ``(R, R)`` int64, ``R = receptive_field([(kernel, 1, d) for d in
         dilations])``; the counts add up to ``kernel ** (2 * len(dilations))``.
     """
-    if not _is_int(kernel) or kernel < 1:
+    if not is_int(kernel) or kernel < 1:
         raise ValueError(f"coverage: kernel must be a positive int, got {kernel!r}")
     dilations = list(dilations)
-    if not all(_is_int(d) and d >= 1 for d in dilations):
+    if not all(is_int(d) and d >= 1 for d in dilations):
         raise ValueError(f"coverage: dilations must be positive ints, got {dilations!r}")
     ### BEGIN SOLUTION
     counts = torch.ones(1, dtype=torch.int64)  # 1-D paths, starting from the output unit
@@ -211,12 +197,6 @@ def coverage(dilations, kernel: int = 3) -> Tensor:
         counts = grown.index_add_(0, index, counts.repeat(kernel))
     return counts[:, None] * counts[None, :]
     ### END SOLUTION
-
-
-def _check_positive(name: str, **values) -> None:
-    for what, value in values.items():
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
 
 
 class DepthwiseSeparableConv2d(nn.Module):
@@ -242,7 +222,7 @@ class DepthwiseSeparableConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, bias: bool = False):
         super().__init__()
-        _check_positive("DepthwiseSeparableConv2d", in_channels=in_channels,
+        check_positive("DepthwiseSeparableConv2d", in_channels=in_channels,
                         out_channels=out_channels)
         self.in_channels = in_channels
         ### BEGIN SOLUTION
@@ -323,9 +303,9 @@ class ASPP(nn.Module):
 
     def __init__(self, in_channels: int, atrous_rates, out_channels: int = 256):
         super().__init__()
-        _check_positive("ASPP", in_channels=in_channels, out_channels=out_channels)
+        check_positive("ASPP", in_channels=in_channels, out_channels=out_channels)
         rates = tuple(atrous_rates)
-        if not all(_is_int(r) and r >= 1 for r in rates):
+        if not all(is_int(r) and r >= 1 for r in rates):
             raise ValueError(f"ASPP: atrous_rates must be positive ints, got {atrous_rates!r}")
         self.in_channels = in_channels
         ### BEGIN SOLUTION
@@ -368,7 +348,7 @@ class DUC(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, upscale: int):
         super().__init__()
-        _check_positive("DUC", in_channels=in_channels, num_classes=num_classes,
+        check_positive("DUC", in_channels=in_channels, num_classes=num_classes,
                         upscale=upscale)
         self.in_channels = in_channels
         ### BEGIN SOLUTION

@@ -30,21 +30,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .common import check_image
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _pair(value, what: str, minimum: int, name: str) -> tuple:
-    """``value`` as a pair of ints >= minimum (an int means the same for H and W)."""
-    pair = (value, value) if _is_int(value) else value
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2
-            and all(_is_int(v) and v >= minimum for v in pair)):
-        bound = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name}: {what} must be a {bound} int or a pair of them, got {value!r}")
-    return tuple(pair)
+from .common import as_pair, check_image, check_positive, is_int
 
 
 def _check_tensor(t, what: str, name: str, dtype=None, dim=None) -> None:
@@ -183,9 +169,9 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias=None, stri
     if C % G:
         raise ValueError(f"{name}: {G} offset groups (offset has {offset.shape[1]} channels) "
                          f"do not divide C_in={C}")
-    stride = _pair(stride, "stride", 1, name)
-    padding = _pair(padding, "padding", 0, name)
-    dilation = _pair(dilation, "dilation", 1, name)
+    stride = as_pair(stride, "stride", 1, name)
+    padding = as_pair(padding, "padding", 0, name)
+    dilation = as_pair(dilation, "dilation", 1, name)
     H_out = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
     W_out = (W + 2 * padding[1] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
     if H_out < 1 or W_out < 1:
@@ -227,12 +213,6 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias=None, stri
         out = out + bias.view(1, C_out, 1, 1)
     return out
     ### END SOLUTION
-
-
-def _check_positive(name: str, **values) -> None:
-    for what, value in values.items():
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
 
 
 class DeformConv2d(nn.Module):
@@ -283,7 +263,7 @@ class DeformConv2d(nn.Module):
                  modulated: bool = False):
         super().__init__()
         name = "DeformConv2d"
-        _check_positive(name, in_channels=in_channels, out_channels=out_channels,
+        check_positive(name, in_channels=in_channels, out_channels=out_channels,
                         groups=groups, offset_groups=offset_groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
@@ -292,10 +272,10 @@ class DeformConv2d(nn.Module):
             raise ValueError(f"{name}: offset_groups={offset_groups} must divide "
                              f"in_channels={in_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1, name)
-        self.stride = _pair(stride, "stride", 1, name)
-        self.padding = _pair(padding, "padding", 0, name)
-        self.dilation = _pair(dilation, "dilation", 1, name)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1, name)
+        self.stride = as_pair(stride, "stride", 1, name)
+        self.padding = as_pair(padding, "padding", 0, name)
+        self.dilation = as_pair(dilation, "dilation", 1, name)
         self.groups, self.offset_groups, self.modulated = groups, offset_groups, bool(modulated)
         ### BEGIN SOLUTION
         KH, KW = self.kernel_size
@@ -451,10 +431,10 @@ def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: fl
     name = "deform_roi_pool"
     _check_tensor(input, "input", name, dim=4)
     rois = _boxes_to_rois(boxes, input, name)
-    PH, PW = _pair(output_size, "output_size", 1, name)
+    PH, PW = as_pair(output_size, "output_size", 1, name)
     if not isinstance(spatial_scale, numbers.Real) or not spatial_scale > 0:
         raise ValueError(f"{name}: spatial_scale must be a positive number, got {spatial_scale!r}")
-    if not _is_int(sampling_ratio):
+    if not is_int(sampling_ratio):
         raise ValueError(f"{name}: sampling_ratio must be an int (<= 0 for adaptive), "
                          f"got {sampling_ratio!r}")
     if not isinstance(gamma, numbers.Real):
@@ -519,8 +499,8 @@ class DeformRoIPool(nn.Module):
     def __init__(self, output_size, channels: int, spatial_scale: float = 1.0,
                  sampling_ratio: int = -1, gamma: float = 0.1, hidden_channels: int = 1024):
         super().__init__()
-        _check_positive("DeformRoIPool", channels=channels, hidden_channels=hidden_channels)
-        self.output_size = _pair(output_size, "output_size", 1, "DeformRoIPool")
+        check_positive("DeformRoIPool", channels=channels, hidden_channels=hidden_channels)
+        self.output_size = as_pair(output_size, "output_size", 1, "DeformRoIPool")
         self.channels, self.spatial_scale = channels, spatial_scale
         self.sampling_ratio, self.gamma = sampling_ratio, gamma
         PH, PW = self.output_size
