@@ -36,6 +36,7 @@ SAMPLING_OPS = frozenset({
     "deform_conv2d", "roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool",
     "multi_scale_roi_align", "box_iou", "_box_inter_union",
 })
+BCE_OPS = frozenset({"binary_cross_entropy", "binary_cross_entropy_with_logits"})
 AUTOGRAD_OPS = frozenset({"grad", "backward", "run_backward", "vjp", "jvp", "jacobian",
                           "vmap", "functional_call"})
 

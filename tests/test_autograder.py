@@ -76,6 +76,8 @@ def test_solution_lines_are_found():
     ("atrous", ["conv2d", "receptive_field", "coverage", "DepthwiseSeparableConv2d", "ASPP", "DUC"],
      14),
     ("deformable", ["bilinear_interpolate", "deform_conv2d", "DeformConv2d", "deform_roi_pool"], 11),
+    ("gan", ["discriminator_loss", "generator_loss", "generator_loss_saturating", "Generator",
+             "Discriminator", "weights_init", "train_step"], 12),
 ])
 def test_student_notebook_items_and_points(assignment, items, total):
     cells = nbformat.read(course.EXERCISES / f"{assignment}.ipynb", as_version=4).cells

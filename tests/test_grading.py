@@ -167,6 +167,41 @@ FIXTURES = {
                                             GRID_SAMPLE_BILINEAR)},
             {"bilinear_interpolate", "deform_conv2d", "DeformConv2d"}),
     },
+    # train_step's tests use tiny networks of their own, not the student's G and D, but
+    # train_step calls the student's losses.
+    "gan": {
+        "reference": ({}, set()),
+        "untouched": (None, {"discriminator_loss", "generator_loss", "generator_loss_saturating",
+                             "Generator", "Discriminator", "weights_init", "train_step"}),
+        "average_not_sum": (
+            {"discriminator_loss": edited(
+                "gan", "discriminator_loss",
+                "return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
+                "return (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()) / 2")},
+            {"discriminator_loss", "train_step"}),
+        "calls_bce": (
+            {"discriminator_loss": edited(
+                "gan", "discriminator_loss", "    ### BEGIN SOLUTION\n",
+                "    ones, zeros = torch.ones_like(real_logits), torch.zeros_like(fake_logits)\n"
+                "    return (F.binary_cross_entropy_with_logits(real_logits, ones)\n"
+                "            + F.binary_cross_entropy_with_logits(fake_logits, zeros))\n")},
+            {"discriminator_loss"}),
+        "log_of_sigmoid": (
+            {"generator_loss": edited("gan", "generator_loss", "return F.softplus(-fake_logits).mean()",
+                                      "return -torch.log(torch.sigmoid(fake_logits)).mean()")},
+            {"generator_loss"}),
+        "sigmoid_left_in": (
+            {"Discriminator": edited("gan", "Discriminator", "nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),",
+                                     "nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(),")},
+            {"Discriminator"}),
+        "generator_against_old_d": (
+            {"train_step": edited("gan", "train_step", "    loss_d.backward()\n    opt_d.step()\n",
+                                  "    loss_d.backward()\n    loss_g = generator_loss(D(fake))\n"
+                                  "    opt_d.step()\n").replace(
+                                      "    loss_g = generator_loss(D(fake))\n    loss_g.backward()",
+                                      "    loss_g.backward()")},
+            {"train_step"}),
+    },
 }
 STUDENTS = sorted({student for fixtures in FIXTURES.values() for student in fixtures})
 
@@ -287,6 +322,10 @@ def test_feedback_per_student_without_hidden_tests(graded):
     ("mask_sigmoid_twice", "deformable", "the mask is used as given"),
     ("unnormalised_bin_offsets", "deformable", "the offsets are normalised"),
     ("calls_grid_sample", "deformable", "calls torch.nn.functional.grid_sample"),
+    ("average_not_sum", "gan", "the loss is the SUM of the two means"),
+    ("calls_bce", "gan", "calls torch.nn.functional.binary_cross_entropy_with_logits"),
+    ("log_of_sigmoid", "gan", "use softplus"),
+    ("sigmoid_left_in", "gan", "leave out the example's final Sigmoid"),
 ])
 def test_feedback_names_the_mistake(graded, student, assignment, diagnosis):
     _, out_dir = graded
