@@ -102,7 +102,7 @@ def main(argv=None):
 
     def row(name, mode, t_ours, t_other, diff):
         print(f"{name:<15} {mode:<8} {t_ours * 1e3:>10.3f} {t_other * 1e3:>10.3f} "
-              f"{t_ours / t_other:>8.4f}  {diff:.1e}", flush=True)
+              f"{t_ours / t_other:>8.3g}  {diff:.1e}", flush=True)
 
     x = torch.randn(N, C, H, W)
     w = torch.randn(O, C, K, K) / (C * K * K) ** 0.5

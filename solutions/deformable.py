@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .common import as_pair, check_image, check_positive, is_int
+from .roi import _as_rois
 
 
 def _check_tensor(t, what: str, name: str, dtype=None, dim=None) -> None:
@@ -353,36 +354,6 @@ def _roi_bilinear(input: Tensor, batch: Tensor, y: Tensor, x: Tensor) -> Tensor:
     return value.movedim(-1, 1)
 
 
-def _describe(t) -> str:
-    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
-
-
-def _boxes_to_rois(boxes, input: Tensor, name: str) -> Tensor:
-    """Boxes as a ``(K, 5)`` tensor (batch index, x1, y1, x2, y2), checked against input."""
-    if isinstance(boxes, (list, tuple)):
-        for i, b in enumerate(boxes):
-            if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
-                raise ValueError(f"{name}: boxes[{i}] must be a Tensor[L, 4] (x1, y1, x2, y2), "
-                                 f"got {_describe(b)}")
-            _check_tensor(b, f"boxes[{i}]", name, dtype=input.dtype)
-        if len(boxes) > input.shape[0]:
-            raise ValueError(f"{name}: {len(boxes)} box tensors for a batch of {input.shape[0]}")
-        counts = torch.tensor([len(b) for b in boxes], dtype=torch.long)
-        index = torch.repeat_interleave(torch.arange(len(boxes)), counts)
-        boxes = torch.cat([index.to(input.dtype).unsqueeze(1),
-                           torch.cat(list(boxes)) if boxes else input.new_zeros(0, 4)], dim=1)
-    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 5:
-        raise ValueError(f"{name}: boxes must be a Tensor[K, 5] (batch index, x1, y1, x2, y2) "
-                         f"or a list of Tensor[L, 4], got {_describe(boxes)}")
-    _check_tensor(boxes, "boxes", name, dtype=input.dtype)
-    index = boxes[:, 0]
-    if len(boxes) and not (index.eq(index.round()).all() and index.min() >= 0
-                           and index.max() < input.shape[0]):
-        raise ValueError(f"{name}: the batch indices boxes[:, 0] must be whole numbers in "
-                         f"[0, {input.shape[0] - 1}], got {index.tolist()}")
-    return boxes
-
-
 def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: float = 1.0,
                     sampling_ratio: int = -1, gamma: float = 0.1) -> Tensor:
     """Deformable RoI pooling (Dai et al., 2017), on RoI Align's sampling.
@@ -430,7 +401,7 @@ def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: fl
     """
     name = "deform_roi_pool"
     _check_tensor(input, "input", name, dim=4)
-    rois = _boxes_to_rois(boxes, input, name)
+    rois = _as_rois(boxes, input, name)
     PH, PW = as_pair(output_size, "output_size", 1, name)
     if not isinstance(spatial_scale, numbers.Real) or not spatial_scale > 0:
         raise ValueError(f"{name}: spatial_scale must be a positive number, got {spatial_scale!r}")
@@ -514,7 +485,7 @@ class DeformRoIPool(nn.Module):
 
     def forward(self, input: Tensor, boxes) -> Tensor:
         check_image(input, self.channels, "DeformRoIPool")
-        rois = _boxes_to_rois(boxes, input, "DeformRoIPool")
+        rois = _as_rois(boxes, input, "DeformRoIPool")
         args = (self.output_size, self.spatial_scale, self.sampling_ratio, self.gamma)
         pooled = deform_roi_pool(input, rois, None, *args)
         offset = self.offset_fc(pooled.flatten(1)).view(len(rois), 2, *self.output_size)

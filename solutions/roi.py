@@ -35,19 +35,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _output_size(output_size, name: str) -> tuple:
-    """``output_size`` as a pair ``(PH, PW)`` of positive ints (an int means a square)."""
-    pair = (output_size, output_size) if _is_int(output_size) else output_size
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2
-            and all(_is_int(v) and v >= 1 for v in pair)):
-        raise ValueError(f"{name}: output_size must be a positive int or a pair (PH, PW) of "
-                         f"positive ints, got {output_size!r}")
-    return tuple(pair)
+from .common import as_pair, is_int
 
 
 def _check_spatial_scale(spatial_scale, name: str) -> float:
@@ -59,7 +47,7 @@ def _check_spatial_scale(spatial_scale, name: str) -> float:
 
 
 def _check_sampling_ratio(sampling_ratio, name: str) -> None:
-    if not _is_int(sampling_ratio):
+    if not is_int(sampling_ratio):
         raise ValueError(f"{name}: sampling_ratio must be an int (samples per bin along each "
                          f"axis; <= 0 for adaptive sampling), got {sampling_ratio!r}")
 
@@ -167,7 +155,7 @@ def roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0) -> T
         ``(K, C, PH, PW)``, input's dtype; ``(0, C, PH, PW)`` for no boxes.
     """
     N, C, H, W = _check_input(input, "roi_pool")
-    PH, PW = _output_size(output_size, "roi_pool")
+    PH, PW = as_pair(output_size, "output_size", 1, "roi_pool")
     spatial_scale = _check_spatial_scale(spatial_scale, "roi_pool")
     rois = _as_rois(boxes, input, "roi_pool")  # (K, 5), input's dtype
     ### BEGIN SOLUTION
@@ -258,7 +246,7 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
         ``(K, C, PH, PW)``, input's dtype; ``(0, C, PH, PW)`` for no boxes.
     """
     N, C, H, W = _check_input(input, "roi_align")
-    PH, PW = _output_size(output_size, "roi_align")
+    PH, PW = as_pair(output_size, "output_size", 1, "roi_align")
     spatial_scale = _check_spatial_scale(spatial_scale, "roi_align")
     _check_sampling_ratio(sampling_ratio, "roi_align")
     _check_aligned(aligned, "roi_align")
@@ -377,7 +365,7 @@ class RoIPool(nn.Module):
 
     def __init__(self, output_size, spatial_scale: float):
         super().__init__()
-        _output_size(output_size, "RoIPool")
+        as_pair(output_size, "output_size", 1, "RoIPool")
         _check_spatial_scale(spatial_scale, "RoIPool")
         self.output_size = output_size
         self.spatial_scale = spatial_scale
@@ -400,7 +388,7 @@ class RoIAlign(nn.Module):
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int,
                  aligned: bool = False):
         super().__init__()
-        _output_size(output_size, "RoIAlign")
+        as_pair(output_size, "output_size", 1, "RoIAlign")
         _check_spatial_scale(spatial_scale, "RoIAlign")
         _check_sampling_ratio(sampling_ratio, "RoIAlign")
         _check_aligned(aligned, "RoIAlign")

@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from autograder.oracles.roi import tv_bilinear as roi_align_taps
+
 
 def pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
@@ -254,31 +256,6 @@ def _roi_geometry(roi, spatial_scale, PH, PW, sampling_ratio, aligned):
             grid_h, grid_w)
 
 
-def _roi_bilinear_weights(height, width, y, x):
-    """pre_calc_for_bilinear_interpolate for one point: ((pos, weight) x 4) or None."""
-    if not (-1.0 <= y <= height and -1.0 <= x <= width):
-        return None
-    if y <= 0:
-        y = 0.0
-    if x <= 0:
-        x = 0.0
-    y_low, x_low = int(y), int(x)
-    if y_low >= height - 1:
-        y_high = y_low = height - 1
-        y = float(y_low)
-    else:
-        y_high = y_low + 1
-    if x_low >= width - 1:
-        x_high = x_low = width - 1
-        x = float(x_low)
-    else:
-        x_high = x_low + 1
-    ly, lx = y - y_low, x - x_low
-    hy, hx = 1.0 - ly, 1.0 - lx
-    return [((y_low, x_low), hy * hx), ((y_low, x_high), hy * lx),
-            ((y_high, x_low), ly * hx), ((y_high, x_high), ly * lx)]
-
-
 def _bin_samples(roi, n, ph_, pw_, spatial_scale, PH, PW, sampling_ratio, aligned, off, gamma):
     (start_h, start_w, roi_h, roi_w, bin_h, bin_w, grid_h,
      grid_w) = _roi_geometry(roi, spatial_scale, PH, PW, sampling_ratio, aligned)
@@ -308,12 +285,11 @@ def roi_align_loop(input, rois, spatial_scale, PH, PW, sampling_ratio, aligned=F
             for pw_ in range(PW):
                 points, count = _bin_samples(roi, n, ph_, pw_, spatial_scale, PH, PW,
                                              sampling_ratio, aligned, off, gamma)
-                pre = [_roi_bilinear_weights(H, W, y, xx) for y, xx in points]
+                pre = [roi_align_taps(float, H, W, y, xx) for y, xx in points]
                 for c in range(C):
                     acc = 0.0
                     for pc in pre:
-                        if pc is not None:
-                            acc += sum(w * x[b][c][r][s] for (r, s), w in pc)
+                        acc += sum(w * x[b][c][r][s] for w, r, s in pc)
                     out[n][c][ph_][pw_] = acc / count
     return torch.tensor(out, dtype=torch.float64).reshape(len(rs), C, PH, PW)
 
@@ -333,8 +309,6 @@ def roi_align_backward_loop(grad_out, input_shape, rois, spatial_scale, PH, PW, 
                     points, count = _bin_samples(roi, n, ph_, pw_, spatial_scale, PH, PW,
                                                  sampling_ratio, aligned, off, gamma)
                     for y, xx in points:
-                        pc = _roi_bilinear_weights(H, W, y, xx)  # None: x_low = -1, skipped
-                        if pc is not None:
-                            for (r, s), w in pc:
-                                grad[b][c][r][s] += go[n][c][ph_][pw_] * w / count
+                        for w, r, s in roi_align_taps(float, H, W, y, xx):  # [] outside
+                            grad[b][c][r][s] += go[n][c][ph_][pw_] * w / count
     return torch.tensor(grad, dtype=torch.float64).reshape(N, C, H, W)

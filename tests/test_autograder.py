@@ -78,6 +78,7 @@ def test_solution_lines_are_found():
     ("deformable", ["bilinear_interpolate", "deform_conv2d", "DeformConv2d", "deform_roi_pool"], 11),
     ("gan", ["discriminator_loss", "generator_loss", "generator_loss_saturating", "Generator",
              "Discriminator", "weights_init", "train_step"], 12),
+    ("roi", ["roi_pool", "roi_align", "box_iou"], 10),
 ])
 def test_student_notebook_items_and_points(assignment, items, total):
     cells = nbformat.read(course.EXERCISES / f"{assignment}.ipynb", as_version=4).cells

@@ -202,6 +202,26 @@ FIXTURES = {
                                       "    loss_g.backward()")},
             {"train_step"}),
     },
+    # The RoI items are independent: no item's hidden tests call another answer.
+    "roi": {
+        "reference": ({}, set()),
+        "untouched": (None, {"roi_pool", "roi_align", "box_iou"}),
+        "half_to_even": (
+            {"roi_pool": edited("roi", "roi_pool", "torch.where((v - t).abs() >= 0.5, t + v.sign(), t)",
+                                "torch.round(v)")},
+            {"roi_pool"}),
+        "sub_cell_corners": (
+            {"roi_align": edited("roi", "roi_align", "(i + 0.5) * bin_size / n", "i * bin_size / n")},
+            {"roi_align"}),
+        "shared_sample_grid": (
+            {"roi_align": edited("roi", "roi_align",
+                                 "grid_w, grid_h = bin_w.ceil().long(), bin_h.ceil().long()",
+                                 "grid_w = grid_h = bin_w.ceil().long().max().expand(K)")},
+            {"roi_align"}),
+        "imports_reference": (
+            {"box_iou": "from solutions.roi import box_iou\n"},
+            {"box_iou"}),
+    },
 }
 STUDENTS = sorted({student for fixtures in FIXTURES.values() for student in fixtures})
 
@@ -326,6 +346,10 @@ def test_feedback_per_student_without_hidden_tests(graded):
     ("calls_bce", "gan", "calls torch.nn.functional.binary_cross_entropy_with_logits"),
     ("log_of_sigmoid", "gan", "use softplus"),
     ("sigmoid_left_in", "gan", "leave out the example's final Sigmoid"),
+    ("half_to_even", "roi", "you rounded half to even"),
+    ("sub_cell_corners", "roi", "samples sit at the centres of the sub-cells"),
+    ("shared_sample_grid", "roi", "each RoI has its own grid"),
+    ("imports_reference", "roi", "calls solutions.roi.box_iou"),
 ])
 def test_feedback_names_the_mistake(graded, student, assignment, diagnosis):
     _, out_dir = graded

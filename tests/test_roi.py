@@ -1,7 +1,7 @@
 """Tests of the reference code in solutions/roi.py.
 
 Oracles (torchvision is not installed, so its semantics come from its source):
-the loop ports of torchvision's CPU kernels in tests/slow_roi.py (forward,
+the loop ports of torchvision's CPU kernels in autograder/oracles/roi.py (forward,
 the kernels' own backward rules, and autograd through the loops);
 torch.autograd.gradcheck; analytic cases (bilinear interpolation reproduces a
 linear ramp exactly, a single sample's gradient is its four bilinear weights,
@@ -10,11 +10,7 @@ signatures and reprs of torchvision.ops, transcribed.
 """
 import inspect
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,10 +18,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from solutions import roi as R
-from tests import slow_roi as S
+from autograder.oracles import roi as S
+from tests.bench_table import quick_rows
 
 
-ROOT = Path(__file__).resolve().parents[1]
 DT = torch.float64
 DTYPES = [torch.float64, torch.float32]
 
@@ -158,7 +154,7 @@ def test_roi_align_matches_kernel_loop(sampling_ratio, aligned, output_size, dty
         out = R.roi_align(x, boxes, output_size, scale, sampling_ratio, aligned)
     else:
         out = R.roi_align(x, rois, output_size, scale, sampling_ratio, aligned)
-    expected = S.roi_align_loop(x, rois, output_size, scale, sampling_ratio, aligned)
+    expected = S.tv_roi_align(x, rois, output_size, scale, sampling_ratio, aligned)
     assert out.shape == (10, C, PH, PW) and out.dtype == dtype and out.is_contiguous()
     torch.testing.assert_close(out, expected, **tol(dtype))
 
@@ -168,12 +164,12 @@ def test_roi_align_matches_kernel_loop(sampling_ratio, aligned, output_size, dty
 def test_roi_align_list_format_equals_torchvision_conversion(aligned, sampling_ratio):
     x = rand(3, 2, 8, 8, seed=3)
     boxes = [random_rois(k, 1, 8, 8, seed=k)[:, 1:] for k in (4, 0, 3)]  # image 1 has none
-    rois = S.convert_boxes_to_roi_format(boxes)
+    rois = S.tv_convert_boxes_to_roi_format(boxes)
     assert rois[:, 0].tolist() == [0.0] * 4 + [2.0] * 3
     out = R.roi_align(x, boxes, 2, 1.0, sampling_ratio, aligned)
     torch.testing.assert_close(out, R.roi_align(x, rois, 2, 1.0, sampling_ratio, aligned),
                                rtol=0, atol=0)
-    torch.testing.assert_close(out, S.roi_align_loop(x, rois, 2, 1.0, sampling_ratio, aligned),
+    torch.testing.assert_close(out, S.tv_roi_align(x, rois, 2, 1.0, sampling_ratio, aligned),
                                **tol(DT))
     assert torch.equal(R.roi_align(x, tuple(boxes), 2, 1.0, sampling_ratio, aligned), out)
 
@@ -250,7 +246,7 @@ def test_roi_align_sample_rules_at_and_beyond_the_border():
         for dtype in DTYPES:
             xd = x.to(dtype)
             box = torch.tensor([[0, x_s - 0.5, y_s - 0.5, x_s + 0.5, y_s + 0.5]], dtype=dtype)
-            assert one_sample(xd, y_s, x_s) == S.roi_align_loop(xd, box, 1, 1.0, 1)[0, 0, 0, 0]
+            assert one_sample(xd, y_s, x_s) == S.tv_roi_align(xd, box, 1, 1.0, 1)[0, 0, 0, 0]
 
 
 def test_roi_align_boxes_wholly_or_partly_outside():
@@ -265,7 +261,7 @@ def test_roi_align_boxes_wholly_or_partly_outside():
     partly = torch.tensor([[0, 4.0, 1.0, 12.0, 5.0]], dtype=DT)
     out = R.roi_align(x, partly, (2, 4), 1.0, 2, False)
     assert bool((out[..., :2] != 0).all()) and bool((out[..., 2:] == 0).all())
-    torch.testing.assert_close(out, S.roi_align_loop(x, partly, (2, 4), 1.0, 2, False), **tol(DT))
+    torch.testing.assert_close(out, S.tv_roi_align(x, partly, (2, 4), 1.0, 2, False), **tol(DT))
 
 
 def test_roi_align_tiny_boxes_clamped_to_one_pixel_only_when_not_aligned():
@@ -293,7 +289,7 @@ def test_roi_align_degenerate_reversed_boxes(aligned, sampling_ratio):
     rev = torch.tensor([[0, 5.0, 6.0, 3.0, 2.5], [0, 4.0, 2.0, 1.5, 7.0], [0, 6.5, 1.0, 6.25, 0.5]],
                        dtype=DT)
     out = R.roi_align(x, rev, (2, 3), 1.0, sampling_ratio, aligned)
-    torch.testing.assert_close(out, S.roi_align_loop(x, rev, (2, 3), 1.0, sampling_ratio, aligned),
+    torch.testing.assert_close(out, S.tv_roi_align(x, rev, (2, 3), 1.0, sampling_ratio, aligned),
                                **tol(DT))
     if not aligned:  # a reversed side is clamped to 1 pixel from x1 (y1)
         unit = rev.clone()
@@ -349,13 +345,13 @@ def test_roi_align_gradient_matches_autograd_through_the_loop(config):
     rois = random_rois(5, 2, 6, 7, seed=12, quarter=True, scale=scale)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = R.roi_align(xa, rois, output_size, scale, sr, aligned)
-    loop = S.roi_align_loop(xb, rois, output_size, scale, sr, aligned, differentiable=True)
+    loop = S.tv_roi_align(xb, rois, output_size, scale, sr, aligned, differentiable=True)
     g = rand(*out.shape, seed=13)
     (ga,) = torch.autograd.grad(out, xa, g)
     (gb,) = torch.autograd.grad(loop, xb, g)
     torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
     # and the kernel's own backward rule, ported without autograd
-    torch.testing.assert_close(ga, S.roi_align_backward_loop(g, rois, x.shape, scale, sr, aligned),
+    torch.testing.assert_close(ga, S.tv_roi_align_backward(g, rois, x.shape, scale, sr, aligned),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -417,7 +413,7 @@ def test_roi_pool_matches_kernel_loop(output_size, scale, dtype, quarter):
         out = R.roi_pool(x, boxes, output_size, scale)
     else:
         out = R.roi_pool(x, rois, output_size, scale)
-    expected, _ = S.roi_pool_loop(x, rois, output_size, scale)
+    expected, _ = S.tv_roi_pool(x, rois, output_size, scale)
     PH, PW = (output_size, output_size) if isinstance(output_size, int) else output_size
     assert out.shape == (10, C, PH, PW) and out.dtype == dtype and out.is_contiguous()
     assert torch.equal(out, expected)  # a max selects an input value: exact
@@ -447,8 +443,8 @@ def test_roi_pool_rounds_half_away_from_zero():
     x32 = x.float()
     box = torch.tensor([[0, 0, 0, 0.49999997, 0.49999997]], dtype=torch.float32)
     assert R.roi_pool(x32, box, 1).item() == at(0, 0)
-    assert S.roi_pool_loop(x32, box, 1)[0].item() == at(0, 0)
-    assert [S.round_half_away_from_zero(v) for v in (2.5, 0.5, -0.5, -2.5, 0.49999997)] == \
+    assert S.tv_roi_pool(x32, box, 1)[0].item() == at(0, 0)
+    assert [S.tv_round(v) for v in (2.5, 0.5, -0.5, -2.5, 0.49999997)] == \
         [3, 1, -1, -3, 0]
 
 
@@ -472,7 +468,7 @@ def test_roi_pool_empty_bins_give_zero():
     out = R.roi_pool(x, rois, (1, 5))
     assert torch.equal(out[:2], torch.zeros(2, 2, 1, 5, dtype=DT))
     assert out[2, :, 0].tolist() == [[-7, 0, 0, 0, 0]] * 2
-    expected, argmax = S.roi_pool_loop(x, rois, (1, 5))
+    expected, argmax = S.tv_roi_pool(x, rois, (1, 5))
     assert torch.equal(out, expected) and int((argmax == -1).sum()) == 2 * (5 + 5 + 4)
     # more bins than pixels: 2 rows in 3 bins, [0, 1), [0, 2), [1, 2) are never empty
     y = torch.arange(12, dtype=DT).view(1, 1, 3, 4)
@@ -498,12 +494,12 @@ def test_roi_pool_gradient_goes_to_the_argmax(output_size, scale, ties):
     rois = random_rois(8, 2, 6, 7, seed=21, quarter=True, scale=scale)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = R.roi_pool(xa, rois, output_size, scale)
-    loop, argmax = S.roi_pool_loop(xb, rois, output_size, scale, differentiable=True)
+    loop, argmax = S.tv_roi_pool(xb, rois, output_size, scale, differentiable=True)
     g = rand(*out.shape, seed=22)
     (ga,) = torch.autograd.grad(out, xa, g)
     (gb,) = torch.autograd.grad(loop, xb, g)
     torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ga, S.roi_pool_backward_loop(g, rois, argmax, x.shape),
+    torch.testing.assert_close(ga, S.tv_roi_pool_backward(g, rois, argmax, x.shape),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -537,7 +533,7 @@ def test_box_iou_matches_loop(dtype):
     out = R.box_iou(b1, b2)
     assert out.shape == (7, 5)
     assert out.dtype == (torch.float32 if dtype == torch.int64 else dtype)
-    expected = S.box_iou_loop(b1, b2).to(out.dtype)
+    expected = S.tv_box_iou(b1, b2).to(out.dtype)
     torch.testing.assert_close(out, expected, **tol(out.dtype))
     assert bool((out > 0).any()) and bool((out == 0).any())
 
@@ -568,7 +564,7 @@ def test_box_iou_degenerate_boxes_as_torchvision():
     # 0 / 0: nan, exactly as torchvision (inter = 0, union = 0 + 0 - 0)
     assert math.isnan(R.box_iou(point, point).item()) and math.isnan(R.box_iou(line, line).item())
     assert math.isnan(R.box_iou(line, point).item())
-    assert math.isnan(S.box_iou_loop(point, point).item())
+    assert math.isnan(S.tv_box_iou(point, point).item())
 
 
 def test_box_iou_empty_sets_and_dtypes():
@@ -712,14 +708,10 @@ def test_no_builtin_pooling_or_sampling_op_is_dispatched():
 # ================================================================ benchmark smoke test
 
 def test_bench_quick_runs_and_prints_a_ratio_per_op():
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "bench/roi.py", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    for name in ["roi_align", "roi_pool"]:
-        for mode in ["fwd", "fwd+bwd"]:
-            m = re.search(rf"^{name}\s+{re.escape(mode)}\s+\d+\.\d+\s+\d+\.\d+\s+(\d+\.\d+)\s",
-                          proc.stdout, re.M)
-            assert m, f"no {name} {mode} ratio in:\n{proc.stdout}"
-            assert float(m.group(1)) > 0
-    assert "load average" in proc.stdout
+    rows, stdout = quick_rows("bench/roi.py")
+    for row in [(name, mode) for name in ["roi_align", "roi_pool"] for mode in ["fwd", "fwd+bwd"]]:
+        assert row in rows, f"no {row} row in:\n{stdout}"
+        ref_ms, loop_ms, speedup, rel_diff = rows[row]
+        assert speedup == pytest.approx(loop_ms / ref_ms, rel=0.01), row
+        assert rel_diff < 1e-5, f"reference and loop disagree: {row}"
+    assert "load average" in stdout

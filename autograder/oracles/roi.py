@@ -1,21 +1,25 @@
-"""Slow loop references for tests/test_roi.py (torchvision is not installed here).
+"""The RoI exercise's oracle: loop ports of torchvision's RoI kernels (torchvision is not installed).
+
+The hidden tests of exercises/roi.ipynb include this file, and tests/test_roi.py
+checks the reference against it. Every name starts with ``tv_``/``TV_`` so that
+nothing a student defines in the notebook can shadow it (or be shadowed).
 
 Ported line by line from torchvision's CPU kernels (pytorch/vision,
 torchvision/csrc/ops/cpu/roi_align_kernel.cpp, roi_align_common.h,
 roi_pool_kernel.cpp) and Python helpers (torchvision/ops/_utils.py,
 boxes.py), one RoI, bin, sample and channel at a time:
 
-- ``roi_align_loop`` / ``roi_pool_loop``: the forward kernels. Coordinates are
+- ``tv_roi_align`` / ``tv_roi_pool``: the forward kernels. Coordinates are
   computed with NumPy scalars of the input's precision (float32 or float64), so
   every rounding decision (which pixel, which bin edge) is the kernel's own.
   Input values are read one element at a time: from a nested Python list
   (fast), or, with ``differentiable=True``, as 0-dim tensors indexed out of
   ``input`` so that autograd through the loop gives the gradient.
-- ``roi_align_backward_loop`` / ``roi_pool_backward_loop``: the kernels'
+- ``tv_roi_align_backward`` / ``tv_roi_pool_backward``: the kernels'
   backward rules (scatter each output's gradient to the four bilinear
   neighbours of every sample / to the argmax), written independently of autograd.
-- ``convert_boxes_to_roi_format``: torchvision's list -> Tensor[K, 5] helper.
-- ``box_iou_loop``: IoU pair by pair in Python floats.
+- ``tv_convert_boxes_to_roi_format``: torchvision's list -> Tensor[K, 5] helper.
+- ``tv_box_iou``: IoU pair by pair in Python floats.
 
 Rounding half away from zero is done with ``decimal`` (exact), independently of
 the reference's trunc/sign formula.
@@ -26,32 +30,32 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import torch
 
-FLT_MAX = float(np.finfo(np.float32).max)
+TV_FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _pair(v):
+def tv_pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _scalar_type(dtype):
+def tv_scalar_type(dtype):
     return {torch.float32: np.float32, torch.float64: np.float64}[dtype]
 
 
-def convert_boxes_to_roi_format(boxes):
+def tv_convert_boxes_to_roi_format(boxes):
     """torchvision.ops._utils.convert_boxes_to_roi_format: list of (L, 4) -> (K, 5)."""
     concat_boxes = torch.cat(list(boxes), dim=0)
     ids = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0)
     return torch.cat([ids, concat_boxes], dim=1)
 
 
-def _reader(input, differentiable):
+def tv_reader(input, differentiable):
     if differentiable:
         return lambda b, c, y, x: input[b, c, y, x]
     values = input.detach().tolist()
     return lambda b, c, y, x: values[b][c][y][x]
 
 
-def _assemble(out, K, C, PH, PW, input, differentiable):
+def tv_assemble(out, K, C, PH, PW, input, differentiable):
     if differentiable:
         if K == 0:
             return input.new_zeros((0, C, PH, PW))
@@ -62,7 +66,7 @@ def _assemble(out, K, C, PH, PW, input, differentiable):
 
 # ---------------------------------------------------------------- RoI Align
 
-def _roi_geometry(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
+def tv_roi_geometry(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
     """The kernel's per-RoI set-up, in precision T."""
     roi_batch_ind = int(roi[0])
     offset = T(0.5) if aligned else T(0.0)
@@ -83,14 +87,14 @@ def _roi_geometry(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
     return roi_batch_ind, roi_start_h, roi_start_w, bin_size_h, bin_size_w, grid_h, grid_w
 
 
-def _sample_y_x(T, roi_start_h, roi_start_w, bin_size_h, bin_size_w, grid_h, grid_w,
+def tv_sample_y_x(T, roi_start_h, roi_start_w, bin_size_h, bin_size_w, grid_h, grid_w,
                 ph, pw, iy, ix):
     yy = roi_start_h + T(ph) * bin_size_h + T(iy + 0.5) * bin_size_h / T(grid_h)
     xx = roi_start_w + T(pw) * bin_size_w + T(ix + 0.5) * bin_size_w / T(grid_w)
     return yy, xx
 
 
-def _bilinear(T, height, width, y, x):
+def tv_bilinear(T, height, width, y, x):
     """pre_calc_for_bilinear_interpolate for one sample: [(weight, y, x)] * 4, or [] if outside."""
     if not (y >= -1.0 and y <= height and x >= -1.0 and x <= width):
         return []
@@ -115,12 +119,12 @@ def _bilinear(T, height, width, y, x):
             (ly * hx, y_high, x_low), (ly * lx, y_high, x_high)]
 
 
-def roi_align_samples(roi, height, width, output_size, spatial_scale=1.0, sampling_ratio=-1,
+def tv_roi_align_samples(roi, height, width, output_size, spatial_scale=1.0, sampling_ratio=-1,
                       aligned=False, dtype=torch.float64):
     """{(ph, pw): [(weight / count, y, x), ...]}: every pixel read by each bin of one RoI."""
-    T = _scalar_type(dtype)
-    PH, PW = _pair(output_size)
-    _, sh, sw, bh, bw, gh, gw = _roi_geometry(roi, T, spatial_scale, PH, PW, sampling_ratio,
+    T = tv_scalar_type(dtype)
+    PH, PW = tv_pair(output_size)
+    _, sh, sw, bh, bw, gh, gw = tv_roi_geometry(roi, T, spatial_scale, PH, PW, sampling_ratio,
                                               aligned)
     count = max(gh * gw, 1)
     taps = {}
@@ -129,22 +133,22 @@ def roi_align_samples(roi, height, width, output_size, spatial_scale=1.0, sampli
             taps[ph, pw] = []
             for iy in range(gh):
                 for ix in range(gw):
-                    y, x = _sample_y_x(T, sh, sw, bh, bw, gh, gw, ph, pw, iy, ix)
-                    for w, yy, xx in _bilinear(T, height, width, y, x):
+                    y, x = tv_sample_y_x(T, sh, sw, bh, bw, gh, gw, ph, pw, iy, ix)
+                    for w, yy, xx in tv_bilinear(T, height, width, y, x):
                         taps[ph, pw].append((float(w) / count, yy, xx))
     return taps
 
 
-def roi_align_loop(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
+def tv_roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
                    aligned=False, differentiable=False):
     """torchvision's roi_align_forward_kernel_impl; rois (K, 5). Returns (K, C, PH, PW)."""
-    T = _scalar_type(input.dtype)
+    T = tv_scalar_type(input.dtype)
     N, C, H, W = input.shape
-    PH, PW = _pair(output_size)
-    read = _reader(input, differentiable)
+    PH, PW = tv_pair(output_size)
+    read = tv_reader(input, differentiable)
     out = []
     for roi in rois.tolist():
-        b, sh, sw, bh, bw, gh, gw = _roi_geometry(roi, T, spatial_scale, PH, PW,
+        b, sh, sw, bh, bw, gh, gw = tv_roi_geometry(roi, T, spatial_scale, PH, PW,
                                                   sampling_ratio, aligned)
         count = max(gh * gw, 1)
         pre_calc = {}  # shared by all channels, as in the kernel
@@ -152,9 +156,9 @@ def roi_align_loop(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-
             for pw in range(PW):
                 for iy in range(gh):
                     for ix in range(gw):
-                        y, x = _sample_y_x(T, sh, sw, bh, bw, gh, gw, ph, pw, iy, ix)
+                        y, x = tv_sample_y_x(T, sh, sw, bh, bw, gh, gw, ph, pw, iy, ix)
                         pre_calc[ph, pw, iy, ix] = [(float(w), yy, xx)
-                                                    for w, yy, xx in _bilinear(T, H, W, y, x)]
+                                                    for w, yy, xx in tv_bilinear(T, H, W, y, x)]
         roi_out = []
         for c in range(C):
             rows = []
@@ -172,10 +176,10 @@ def roi_align_loop(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-
                 rows.append(row)
             roi_out.append(rows)
         out.append(roi_out)
-    return _assemble(out, len(out), C, PH, PW, input, differentiable)
+    return tv_assemble(out, len(out), C, PH, PW, input, differentiable)
 
 
-def roi_align_backward_loop(grad_output, rois, input_shape, spatial_scale=1.0,
+def tv_roi_align_backward(grad_output, rois, input_shape, spatial_scale=1.0,
                             sampling_ratio=-1, aligned=False, dtype=torch.float64):
     """torchvision's roi_align_backward_kernel_impl: grad_output (K, C, PH, PW) -> (N, C, H, W)."""
     N, C, H, W = input_shape
@@ -184,7 +188,7 @@ def roi_align_backward_loop(grad_output, rois, input_shape, spatial_scale=1.0,
     grad = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
     for k, roi in enumerate(rois.tolist()):
         b = int(roi[0])
-        taps = roi_align_samples(roi, H, W, (PH, PW), spatial_scale, sampling_ratio, aligned,
+        taps = tv_roi_align_samples(roi, H, W, (PH, PW), spatial_scale, sampling_ratio, aligned,
                                  dtype)
         for c in range(C):
             for (ph, pw), pixels in taps.items():
@@ -195,20 +199,20 @@ def roi_align_backward_loop(grad_output, rois, input_shape, spatial_scale=1.0,
 
 # ---------------------------------------------------------------- RoI Pool
 
-def round_half_away_from_zero(v) -> int:
+def tv_round(v) -> int:
     """C's round(): 2.5 -> 3, -2.5 -> -3, 0.49999997 -> 0 (exact, via Decimal)."""
     return int(Decimal(float(v)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def roi_pool_windows(roi, height, width, output_size, spatial_scale=1.0, dtype=torch.float64):
+def tv_roi_pool_windows(roi, height, width, output_size, spatial_scale=1.0, dtype=torch.float64):
     """{(ph, pw): (hstart, hend, wstart, wend)} of one RoI, clipped to the image, ends exclusive."""
-    T = _scalar_type(dtype)
-    PH, PW = _pair(output_size)
+    T = tv_scalar_type(dtype)
+    PH, PW = tv_pair(output_size)
     scale = T(spatial_scale)
-    roi_start_w = round_half_away_from_zero(T(roi[1]) * scale)
-    roi_start_h = round_half_away_from_zero(T(roi[2]) * scale)
-    roi_end_w = round_half_away_from_zero(T(roi[3]) * scale)
-    roi_end_h = round_half_away_from_zero(T(roi[4]) * scale)
+    roi_start_w = tv_round(T(roi[1]) * scale)
+    roi_start_h = tv_round(T(roi[2]) * scale)
+    roi_end_w = tv_round(T(roi[3]) * scale)
+    roi_end_h = tv_round(T(roi[4]) * scale)
     roi_width = max(roi_end_w - roi_start_w + 1, 1)
     roi_height = max(roi_end_h - roi_start_h + 1, 1)
     bin_size_h = T(roi_height) / T(PH)
@@ -228,17 +232,17 @@ def roi_pool_windows(roi, height, width, output_size, spatial_scale=1.0, dtype=t
     return windows
 
 
-def roi_pool_loop(input, rois, output_size, spatial_scale=1.0, differentiable=False):
+def tv_roi_pool(input, rois, output_size, spatial_scale=1.0, differentiable=False):
     """torchvision's roi_pool_forward_kernel_impl. Returns (output, argmax), both (K, C, PH, PW);
     argmax is the flat index h * W + w of the pixel chosen, -1 for an empty bin."""
     N, C, H, W = input.shape
-    PH, PW = _pair(output_size)
-    read = _reader(input, differentiable)
+    PH, PW = tv_pair(output_size)
+    read = tv_reader(input, differentiable)
     values = input.detach().tolist()
     out, argmax = [], []
     for roi in rois.tolist():
         b = int(roi[0])
-        windows = roi_pool_windows(roi, H, W, (PH, PW), spatial_scale, input.dtype)
+        windows = tv_roi_pool_windows(roi, H, W, (PH, PW), spatial_scale, input.dtype)
         roi_out, roi_arg = [], []
         for c in range(C):
             rows, arg_rows = [], []
@@ -247,7 +251,7 @@ def roi_pool_loop(input, rois, output_size, spatial_scale=1.0, differentiable=Fa
                 for pw in range(PW):
                     hstart, hend, wstart, wend = windows[ph, pw]
                     is_empty = hend <= hstart or wend <= wstart
-                    maxval = 0.0 if is_empty else -FLT_MAX
+                    maxval = 0.0 if is_empty else -TV_FLT_MAX
                     maxidx = -1
                     for h in range(hstart, hend):
                         for w in range(wstart, wend):
@@ -266,11 +270,11 @@ def roi_pool_loop(input, rois, output_size, spatial_scale=1.0, differentiable=Fa
         out.append(roi_out)
         argmax.append(roi_arg)
     K = len(out)
-    return (_assemble(out, K, C, PH, PW, input, differentiable),
+    return (tv_assemble(out, K, C, PH, PW, input, differentiable),
             torch.tensor(argmax, dtype=torch.int64).reshape(K, C, PH, PW))
 
 
-def roi_pool_backward_loop(grad_output, rois, argmax, input_shape):
+def tv_roi_pool_backward(grad_output, rois, argmax, input_shape):
     """torchvision's roi_pool_backward_kernel_impl: each output's gradient to its argmax."""
     N, C, H, W = input_shape
     K, _, PH, PW = grad_output.shape
@@ -288,7 +292,7 @@ def roi_pool_backward_loop(grad_output, rois, argmax, input_shape):
 
 # ---------------------------------------------------------------- box IoU
 
-def box_iou_loop(boxes1, boxes2):
+def tv_box_iou(boxes1, boxes2):
     """IoU of every pair in Python floats; 0/0 -> nan (as torchvision's tensor division)."""
     out = []
     for a in boxes1.tolist():
