@@ -28,7 +28,8 @@ def html(tmp_path_factory):
 def test_chapters_and_exercise_pages_are_built(html):
     for page in ["book/intro.html", "book/norms.html", "exercises/norms.html",
                  "book/resnet.html", "exercises/resnet.html", "book/atrous.html",
-                 "exercises/atrous.html", "book/references.html"]:
+                 "exercises/atrous.html", "book/roi.html", "exercises/roi.html",
+                 "book/references.html"]:
         assert (html / page).is_file(), page
 
 
@@ -78,7 +79,39 @@ def test_atrous_chapter_ran_its_experiments(html):
         assert term in page
 
 
-@pytest.mark.parametrize("assignment", ["norms", "resnet", "atrous"])
+def test_roi_chapter_measures_the_misalignment(html):
+    page = (html / "book/roi.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 4, "figures drawn by code are missing"
+    assert "Traceback" not in page, "a cell printed a traceback"
+    text = visible_text(page)
+    ious = {int(size): (float(a), float(b)) for size, a, b in re.findall(
+        r"^\s*(16|32|64|128|256)\s+(0\.\d\d)\s+(0\.\d\d)$", text, re.M)}
+    assert sorted(ious) == [16, 32, 64, 128, 256], "the IoU table is missing"
+    assert max(ious[32]) < 0.5 and min(ious[256]) > 0.85, \
+        "the prose claims RoI Pool's region has IoU < 0.5 at 32 px and > 0.85 at 256 px"
+    errors = {}
+    for model, size, pool, unaligned, aligned in re.findall(
+            r"^(16j\+8|16j)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M):
+        errors.setdefault(model, {})[int(size)] = (float(pool), float(unaligned), float(aligned))
+    assert set(errors) == {"16j+8", "16j"} and all(len(rows) == 5 for rows in errors.values()), \
+        "the error table is missing"
+    for model, matching in [("16j+8", 2), ("16j", 1)]:
+        rows = [errors[model][size] for size in sorted(errors[model], reverse=True)]
+        for op in range(3):
+            column = [row[op] for row in rows]
+            assert column == sorted(column), f"the prose claims every error grows as objects shrink ({model})"
+        assert all(row[0] > row[matching] for row in rows), \
+            f"the prose claims RoI Pool's error exceeds the matching RoI Align's at every size ({model})"
+    shares = dict(re.findall(r"^(RoI Pool|RoI Align)\s+output unchanged by a 1-pixel shift in ([\d.]+)%",
+                             text, re.M))
+    assert 80 <= float(shares["RoI Pool"]) <= 95 and float(shares["RoI Align"]) == 0, \
+        "the prose claims about seven in eight 1-pixel shifts leave RoI Pool unchanged, none RoI Align"
+    assert 'href="../exercises/roi.html"' in page
+    for term in ["感兴趣区域池化", "量化误差", "双线性插值", "不对齐"]:
+        assert term in page
+
+
+@pytest.mark.parametrize("assignment", ["norms", "resnet", "atrous", "roi"])
 def test_exercise_page_is_the_student_version(html, assignment):
     page = (html / f"exercises/{assignment}.html").read_text()
     assert "NotImplementedError" in page
