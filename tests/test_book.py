@@ -28,7 +28,8 @@ def html(tmp_path_factory):
 def test_chapters_and_exercise_pages_are_built(html):
     for page in ["book/intro.html", "book/norms.html", "exercises/norms.html",
                  "book/resnet.html", "exercises/resnet.html", "book/atrous.html",
-                 "exercises/atrous.html", "book/roi.html", "exercises/roi.html",
+                 "exercises/atrous.html", "book/deformable.html", "exercises/deformable.html",
+                 "book/roi.html", "exercises/roi.html", "book/gan.html", "exercises/gan.html",
                  "book/references.html"]:
         assert (html / page).is_file(), page
 
@@ -79,6 +80,45 @@ def test_atrous_chapter_ran_its_experiments(html):
         assert term in page
 
 
+def test_deformable_chapter_ran_its_experiments(html):
+    page = (html / "book/deformable.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 4, "figures drawn by code are missing"
+    assert "Traceback" not in page, "a cell printed a traceback"
+    text = visible_text(page)
+    runs = {name: [float(v) for v in values] for name, *values in re.findall(
+        r"^(plain|plain, width \d+|deformable)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$",
+        text, re.M)}
+    assert len(runs) == 3 and "deformable" in runs, "the accuracy table is missing"
+    deformable = runs.pop("deformable")
+    plain, wide = runs.pop("plain"), runs.popitem()[1]
+    assert min(deformable[:3]) > max(plain[:3] + wide[:3]), \
+        "the prose claims every deformable run beats every plain run"
+    assert deformable[3] - max(plain[3], wide[3]) >= 3, "the prose claims a gap of several points"
+    assert 0 < wide[3] - plain[3] < deformable[3] - wide[3], \
+        "the prose claims width helps the plain net, but much less than deformable layers"
+    assert deformable[4] / plain[4] >= 2, "the prose claims the deformable net costs several times as long"
+    ink = {name: (float(a), float(b)) for name, a, b in re.findall(
+        r"^(regular grid|learned, image average|learned, per image)\s+([\d.]+)\s+([\d.]+)$", text, re.M)}
+    assert len(ink) == 3, "the sampling-pattern table is missing"
+    regular, average, per_image = ink["regular grid"], ink["learned, image average"], ink["learned, per image"]
+    assert 1.5 <= per_image[0] / regular[0] <= 2.5, "the prose claims about twice the ink of the grid"
+    assert abs(average[0] - per_image[0]) <= 0.15 * per_image[0], \
+        "the prose claims the image-averaged pattern reads about as much ink"
+    assert per_image[1] - average[1] >= 15 and regular[1] <= 20, \
+        "the prose claims the net needs its per-image offsets, and fails on the regular grid"
+    spread = {name: [float(v) for v in values] for name, *values in re.findall(
+        r"^(smallest third|largest third)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M)}
+    assert len(spread) == 2, "the spread table is missing"
+    small, large = spread["smallest third"], spread["largest third"]
+    scale = large[0] / small[0]
+    assert 1.3 <= scale <= 1.5 and abs(large[1] / small[1] - 1) < (scale - 1) / 2, \
+        "the prose claims digits 1.4 times larger get nearly the same spread"
+    assert min(small[1], large[1]) > 1.3 * small[2], "the prose claims a much wider spread than the grid"
+    assert 'href="../exercises/deformable.html"' in page
+    for term in ["可变形卷积", "偏移", "双线性插值", "调制"]:
+        assert term in page
+
+
 def test_roi_chapter_measures_the_misalignment(html):
     page = (html / "book/roi.html").read_text()
     assert len(re.findall(r"<img [^>]*src=", page)) >= 4, "figures drawn by code are missing"
@@ -111,7 +151,39 @@ def test_roi_chapter_measures_the_misalignment(html):
         assert term in page
 
 
-@pytest.mark.parametrize("assignment", ["norms", "resnet", "atrous", "roi"])
+def test_gan_chapter_trained_its_dcgan(html):
+    page = (html / "book/gan.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 5, "figures drawn by code are missing"
+    assert "Traceback" not in page, "a cell printed a traceback"
+    text = visible_text(page)
+    for count in ["3,576,704", "2,765,568"]:
+        assert count in text, f"the DCGAN layer table lacks {count}"
+    rows = {name: [float(v) for v in values] for name, *values in re.findall(
+        r"^(real digits|DCGAN, epoch \d+|DCGAN|no BN in G|no BN in G or D|ReLU instead of LeakyReLU in D)"
+        r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", text, re.M)}
+    unseen = re.search(r"^real digits, not seen\s+([\d.]+)\s+([\d.]+)$", text, re.M)
+    final = next(values for name, values in rows.items() if name.startswith("DCGAN, epoch"))
+    assert len(rows) == 6 and unseen, "the sample-quality tables are missing"
+    real, short, relu = rows["real digits"], rows["DCGAN"], rows["ReLU instead of LeakyReLU in D"]
+    collapsed, partial = rows["no BN in G"], rows["no BN in G or D"]
+    # columns: confidence, share >= 0.9, score, classes, diversity
+    assert final[3] == 10 and 1 < final[2] < real[2], \
+        "the prose claims the DCGAN draws all ten classes, with a score between 1 and the real digits'"
+    assert final[0] < float(unseen[1]) and 0.3 <= final[1] <= 0.7, \
+        "the prose claims a confidence below unseen real digits', and about half confident samples"
+    assert collapsed[3] == 1 and collapsed[2] < 1.1 and collapsed[4] < 0.1, \
+        "the prose claims G without BN collapses to one image"
+    assert partial[3] < 10 and partial[2] < short[2] and 0.3 < partial[4] / real[4] < 0.7, \
+        "the prose claims partial collapse without BN: few classes, a low score, about half the diversity"
+    assert partial[0] >= short[0], "the prose claims those samples are not worse one at a time"
+    assert relu[3] == 10 and abs(relu[2] - short[2]) < 1 and abs(relu[0] - short[0]) < 0.05, \
+        "the prose claims ReLU in D makes little difference"
+    assert 'href="../exercises/gan.html"' in page
+    for term in ["生成对抗网络", "生成器", "判别器", "转置卷积", "模式崩溃"]:
+        assert term in page
+
+
+@pytest.mark.parametrize("assignment", ["norms", "resnet", "atrous", "deformable", "roi", "gan"])
 def test_exercise_page_is_the_student_version(html, assignment):
     page = (html / f"exercises/{assignment}.html").read_text()
     assert "NotImplementedError" in page
