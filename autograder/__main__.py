@@ -13,7 +13,9 @@ def main(argv=None) -> int:
     commands.add_parser("check", help="exercises/ current? solutions pass, stubs fail?")
     grade = commands.add_parser("grade", help="grade a folder or zip of submissions")
     grade.add_argument("submissions", type=Path,
-                       help="folder or zip laid out <student_id>/<assignment>/<assignment>.ipynb")
+                       help="folder or zip with one folder per student holding the notebooks in any layout "
+                            "(e.g. <student_id>/<assignment>/<assignment>.ipynb); the latest "
+                            "notebook per assignment is graded")
     grade.add_argument("--out", type=Path, default=Path("grades.csv"),
                        help="grades CSV; per-student feedback HTML goes to feedback/ beside it")
     grade.add_argument("--course-dir", type=Path, default=course.HERE,
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
             print(f"FAIL {problem}", file=sys.stderr)
         print("check: ok" if not problems else f"check: {len(problems)} problem(s)")
         return 1 if problems else 0
-    from .grade import SubmissionsError, grade as grade_submissions
+    from .grade import grade as grade_submissions
+    from .intake import SubmissionsError
     try:
         rows = grade_submissions(args.submissions, args.out, args.course_dir, args.db_url)
     except SubmissionsError as error:

@@ -1,14 +1,15 @@
 """Grade a class: a folder or zip of submissions in, a grades CSV and feedback out.
 
-Submissions are laid out ``<student_id>/<assignment>/<assignment>.ipynb``.
-Every (student, assignment) pair found yields one CSV row; a submission that
-cannot be graded gets a row whose status says why, and the batch goes on.
+Submissions are one folder per student, holding notebooks in any layout
+(``autograder/intake.py`` finds the latest one per assignment). Every
+(student, assignment) pair yields one CSV row naming the notebook graded; a
+submission that cannot be graded gets a row whose status says why, and the
+batch goes on.
 """
 import csv
 import shutil
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 
 import nbformat
@@ -16,43 +17,15 @@ from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 
 from . import course
+from .intake import collect, unpack
 
-FIELDS = ["student_id", "assignment", "score", "max_score", "status"]
+FIELDS = ["student_id", "assignment", "score", "max_score", "status", "notebook", "notebooks_found"]
 # nbgrader 0.9's gradebook code triggers these under SQLAlchemy 2: noise, not news.
 warnings.filterwarnings("ignore", category=SAWarning)
 
 
-class SubmissionsError(ValueError):
-    pass
-
-
-def _unpack(submissions: Path, tmp: Path) -> Path:
-    if submissions.is_dir():
-        return submissions
-    if not submissions.exists():
-        raise SubmissionsError(f"{submissions}: no such folder or zip file")
-    try:
-        with zipfile.ZipFile(submissions) as archive:
-            archive.extractall(tmp)  # ZipFile drops absolute paths and '..' components
-    except zipfile.BadZipFile as error:
-        raise SubmissionsError(f"{submissions}: not a folder nor a valid zip ({error})") from None
-    return tmp
-
-
-def _pairs(root: Path) -> list[tuple[str, str]]:
-    """(student_id, assignment) for every student folder and every assignment
-    any student submitted, so a student who missed one still gets a row."""
-    students = sorted(p.name for p in root.iterdir()
-                      if p.is_dir() and not p.name.startswith((".", "__")))
-    assignments = sorted({a for s in students for a in course.ASSIGNMENTS
-                          if (root / s / a).is_dir()})
-    return [(s, a) for s in students for a in assignments or course.ASSIGNMENTS]
-
-
 def _read_notebook(path: Path) -> str | None:
     """None when ``path`` is a readable, valid notebook, else the reason it is not."""
-    if not path.is_file():
-        return f"missing notebook: expected {path.parent.name}/{path.name}"
     try:
         nbformat.validate(nbformat.read(path, as_version=4))
     except Exception as error:  # any parse or schema failure is the student's file
@@ -101,18 +74,19 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
     feedback_dir = out.parent / "feedback"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = _unpack(Path(submissions), Path(tmp))
-        pairs = _pairs(root)
-        for assignment in sorted({a for _, a in pairs}):
+        submissions = collect(unpack(Path(submissions), Path(tmp)), course.ASSIGNMENTS)
+        for assignment in sorted({s.assignment for s in submissions}):
             course.release(course_dir, assignment, db_url)
-        for student, assignment in pairs:
-            notebook = root / student / assignment / f"{assignment}.ipynb"
-            status = _read_notebook(notebook) or _grade_one(
-                api, course_dir, notebook, student, assignment, feedback_dir)
-            score, max_score = _score(db_url, assignment, student, status)
-            rows.append(dict(student_id=student, assignment=assignment,
+        for s in submissions:
+            if s.notebook is None:
+                status = f"missing notebook: no notebook for {s.assignment} in {s.student}/"
+            else:
+                status = _read_notebook(s.notebook) or _grade_one(
+                    api, course_dir, s.notebook, s.student, s.assignment, feedback_dir)
+            score, max_score = _score(db_url, s.assignment, s.student, status)
+            rows.append(dict(student_id=s.student, assignment=s.assignment,
                              score=round(score, 2), max_score=round(max_score, 2),
-                             status=status))
+                             status=status, notebook=s.relative, notebooks_found=s.attempts))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
