@@ -54,15 +54,21 @@ def _grade_one(api, course_dir: Path, notebook: Path, student: str, assignment: 
     return "graded"
 
 
-def _score(db_url: str, assignment: str, student: str, status: str):
+def _scores(db_url: str, graded: list[tuple]) -> list[tuple[float, float]]:
+    """(score, max_score) of every (submission, status), read in one gradebook session."""
     with Gradebook(db_url) as gradebook:
-        max_score = gradebook.find_assignment(assignment).max_score
-        if not status.startswith("graded"):
-            return 0.0, max_score
-        try:
-            return gradebook.find_submission(assignment, student).score, max_score
-        except MissingEntry:
-            return 0.0, max_score
+        assignments = {s.assignment for s, _ in graded}
+        max_scores = {a: gradebook.find_assignment(a).max_score for a in assignments}
+        scores = []
+        for s, status in graded:
+            score = 0.0
+            if status.startswith("graded"):
+                try:
+                    score = gradebook.find_submission(s.assignment, s.student).score
+                except MissingEntry:
+                    pass
+            scores.append((score, max_scores[s.assignment]))
+        return scores
 
 
 def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
@@ -72,21 +78,22 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
     db_url = db_url or f"sqlite:///{course_dir / 'gradebook.db'}"
     api = course.api(course_dir, db_url)
     feedback_dir = out.parent / "feedback"
-    rows = []
+    graded = []
     with tempfile.TemporaryDirectory() as tmp:
-        submissions = collect(unpack(Path(submissions), Path(tmp)), course.ASSIGNMENTS)
-        for assignment in sorted({s.assignment for s in submissions}):
+        found = collect(unpack(Path(submissions), Path(tmp)), course.ASSIGNMENTS)
+        for assignment in sorted({s.assignment for s in found}):
             course.release(course_dir, assignment, db_url)
-        for s in submissions:
+        for s in found:
             if s.notebook is None:
                 status = f"missing notebook: no notebook for {s.assignment} in {s.student}/"
             else:
                 status = _read_notebook(s.notebook) or _grade_one(
                     api, course_dir, s.notebook, s.student, s.assignment, feedback_dir)
-            score, max_score = _score(db_url, s.assignment, s.student, status)
-            rows.append(dict(student_id=s.student, assignment=s.assignment,
-                             score=round(score, 2), max_score=round(max_score, 2),
-                             status=status, notebook=s.relative, notebooks_found=s.attempts))
+            graded.append((s, status))
+    rows = [dict(student_id=s.student, assignment=s.assignment, score=round(score, 2),
+                 max_score=round(max_score, 2), status=status, notebook=s.relative,
+                 notebooks_found=s.notebooks_found)
+            for (s, status), (score, max_score) in zip(graded, _scores(db_url, graded))]
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)

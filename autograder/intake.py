@@ -31,7 +31,7 @@ class Submission:
     assignment: str
     notebook: Path | None  # None: the student handed in nothing for this assignment
     relative: str          # the notebook's path under the student's folder, "" if none
-    attempts: int          # how many notebooks were found for this assignment
+    notebooks_found: int   # how many notebooks were found for this assignment
 
 
 def unpack(submissions: Path, tmp: Path) -> Path:
@@ -53,6 +53,10 @@ def unpack(submissions: Path, tmp: Path) -> Path:
     return tmp
 
 
+def _skipped(name: str) -> bool:
+    return name in SKIPPED_DIRS or name.startswith(".")
+
+
 def _words(name: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", name.casefold())
 
@@ -60,9 +64,9 @@ def _words(name: str) -> list[str]:
 def _notebooks(folder: Path) -> list[Path]:
     found = []
     for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith("."))
+        subdirs[:] = sorted(d for d in subdirs if not _skipped(d))
         found += [Path(directory) / f for f in sorted(files)
-                  if f.lower().endswith(".ipynb") and not f.startswith(".")]
+                  if f.lower().endswith(".ipynb") and not _skipped(f)]
     return found
 
 
@@ -83,8 +87,7 @@ def _recency(path: Path) -> tuple:
 def collect(root: Path, assignments: list[str]) -> list[Submission]:
     """One ``Submission`` per student folder and assignment any student handed in
     (every assignment if nobody handed in anything), sorted by student then assignment."""
-    students = sorted(p for p in root.iterdir()
-                      if p.is_dir() and p.name not in SKIPPED_DIRS and not p.name.startswith("."))
+    students = sorted(p for p in root.iterdir() if p.is_dir() and not _skipped(p.name))
     found = {}
     for student_dir in students:
         for path in _notebooks(student_dir):

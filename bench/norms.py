@@ -15,32 +15,14 @@ average, since other processes on the machine distort the timings.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from bench.timing import median_times, rel_diff
 from solutions import norms as R
-
-
-def median_time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def rel_diff(ours, theirs):
-    """max |ours - theirs| / max |theirs| over a tensor or pairs of tensors."""
-    if isinstance(ours, torch.Tensor):
-        ours, theirs = (ours,), (theirs,)
-    return max(((a - c).abs().max() / c.abs().max()).item() for a, c in zip(ours, theirs))
 
 
 def cases(N, C, H, W, groups):
@@ -102,8 +84,8 @@ def main(argv=None):
         w = (1 + 0.1 * torch.randn(affine_shape)).requires_grad_()
         b = (0.1 * torch.randn(affine_shape)).requires_grad_()
         with torch.no_grad():
-            t_ref = median_time(lambda: ref(x, w, b), args.warmup, args.repeats)
-            t_torch = median_time(lambda: builtin(x, w, b), args.warmup, args.repeats)
+            t_ref, t_torch = median_times([lambda: ref(x, w, b), lambda: builtin(x, w, b)],
+                                          args.warmup, args.repeats)
             diff = rel_diff(ref(x, w, b), builtin(x, w, b))
         row(name, "fwd", t_ref, t_torch, diff)
 
@@ -112,8 +94,7 @@ def main(argv=None):
         def fwd_bwd(fn):
             return lambda: torch.autograd.grad(fn(xg, w, b), (xg, w, b), grad_out)
 
-        t_ref = median_time(fwd_bwd(ref), args.warmup, args.repeats)
-        t_torch = median_time(fwd_bwd(builtin), args.warmup, args.repeats)
+        t_ref, t_torch = median_times([fwd_bwd(ref), fwd_bwd(builtin)], args.warmup, args.repeats)
         diff = rel_diff(fwd_bwd(ref)(), fwd_bwd(builtin)())
         row(name, "fwd+bwd", t_ref, t_torch, diff)
 
@@ -123,12 +104,14 @@ def main(argv=None):
     b = (0.1 * torch.randn(C)).requires_grad_()
     xg = x.clone().requires_grad_()
     y = F.batch_norm(xg, None, None, w, b, training=True)
-    with torch.no_grad():
-        wd = w.detach()
-        t_ref = median_time(lambda: R.batch_norm_backward(grad_out, x, wd),
-                            args.warmup, args.repeats)
-    t_torch = median_time(
-        lambda: torch.autograd.grad(y, (xg, w, b), grad_out, retain_graph=True),
+    wd = w.detach()
+
+    def closed_form():
+        with torch.no_grad():
+            return R.batch_norm_backward(grad_out, x, wd)
+
+    t_ref, t_torch = median_times(
+        [closed_form, lambda: torch.autograd.grad(y, (xg, w, b), grad_out, retain_graph=True)],
         args.warmup, args.repeats)
     diff = rel_diff(R.batch_norm_backward(grad_out, x, wd),
                     torch.autograd.grad(y, (xg, w, b), grad_out, retain_graph=True))

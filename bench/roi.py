@@ -24,84 +24,42 @@ processes on the machine distort the timings.
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 
 import torch
 
-from autograder.oracles.roi import tv_bilinear, tv_round
+from bench.timing import median_times, rel_diff
+from autograder.oracles.roi import tv_roi_align_samples, tv_roi_pool_windows
 from solutions import roi as R
-
-
-def median_time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def rel_diff(ours, theirs):
-    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
 
 
 # ---------------------------------------------------------------- loop baselines
 
 def loop_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """One RoI, bin and sample at a time (the taps of the kernel port), channels at once."""
     N, C, H, W = input.shape
-    PH, PW = output_size
-    offset = 0.5 if aligned else 0.0
     out = []
-    for b, x1, y1, x2, y2 in rois.tolist():
-        img = input[int(b)]
-        start_w, start_h = x1 * spatial_scale - offset, y1 * spatial_scale - offset
-        roi_w = x2 * spatial_scale - offset - start_w
-        roi_h = y2 * spatial_scale - offset - start_h
-        if not aligned:
-            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
-        bin_h, bin_w = roi_h / PH, roi_w / PW
-        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / PH)
-        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / PW)
-        count = max(gh * gw, 1)
-        bins = []
-        for ph in range(PH):
-            for pw in range(PW):
-                acc = input.new_zeros(C)
-                for iy in range(gh):
-                    y = start_h + ph * bin_h + (iy + 0.5) * bin_h / gh
-                    for ix in range(gw):
-                        x = start_w + pw * bin_w + (ix + 0.5) * bin_w / gw
-                        for w, yy, xx in tv_bilinear(float, H, W, y, x):  # [] outside
-                            acc = acc + w * img[:, yy, xx]
-                bins.append(acc / count)
-        out.append(torch.stack(bins, 1).view(C, PH, PW))
+    for roi in rois.tolist():
+        img = input[int(roi[0])]
+        taps, count = tv_roi_align_samples(roi, H, W, output_size, spatial_scale,
+                                           sampling_ratio, aligned)
+        bins = [sum((w * img[:, y, x] for w, y, x in pixels), input.new_zeros(C)) / count
+                for pixels in taps.values()]
+        out.append(torch.stack(bins, 1).view(C, *output_size))
     return torch.stack(out)
 
 
 def loop_roi_pool(input, rois, output_size, spatial_scale):
+    """One RoI and bin at a time (the windows of the kernel port), channels at once."""
     N, C, H, W = input.shape
-    PH, PW = output_size
     out = []
-    for b, x1, y1, x2, y2 in rois.tolist():
-        img = input[int(b)]
-        x1, y1, x2, y2 = (tv_round(v * spatial_scale) for v in (x1, y1, x2, y2))
-        roi_w, roi_h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
-        bins = []
-        for ph in range(PH):
-            h0 = min(max(math.floor(ph * roi_h / PH) + y1, 0), H)
-            h1 = min(max(math.ceil((ph + 1) * roi_h / PH) + y1, 0), H)
-            for pw in range(PW):
-                w0 = min(max(math.floor(pw * roi_w / PW) + x1, 0), W)
-                w1 = min(max(math.ceil((pw + 1) * roi_w / PW) + x1, 0), W)
-                if h1 <= h0 or w1 <= w0:
-                    bins.append(input.new_zeros(C))
-                else:
-                    bins.append(img[:, h0:h1, w0:w1].amax(dim=(1, 2)))
-        out.append(torch.stack(bins, 1).view(C, PH, PW))
+    for roi in rois.tolist():
+        img = input[int(roi[0])]
+        windows = tv_roi_pool_windows(roi, H, W, output_size, spatial_scale, input.dtype)
+        bins = [img[:, h0:h1, w0:w1].amax(dim=(1, 2)) if h1 > h0 and w1 > w0
+                else input.new_zeros(C) for h0, h1, w0, w1 in windows.values()]
+        out.append(torch.stack(bins, 1).view(C, *output_size))
     return torch.stack(out)
 
 
@@ -168,8 +126,9 @@ def main(argv=None):
         notes.append(f"{name}: {note}")
         scale = K / M
         with torch.no_grad():
-            t_ref = median_time(lambda: ref(x, rois), args.warmup, args.repeats)
-            t_loop = median_time(lambda: loop(x, rois[:M]), args.warmup, args.repeats) * scale
+            t_ref, t_loop = median_times([lambda: ref(x, rois), lambda: loop(x, rois[:M])],
+                                         args.warmup, args.repeats)
+            t_loop *= scale
             diff = rel_diff(ref(x, rois[:M]), loop(x, rois[:M]))
         print(f"{name:<20} {'fwd':<8} {t_ref * 1e3:>10.3f} {t_loop * 1e3:>10.3f} "
               f"{t_loop / t_ref:>8.3g}  {diff:.1e}", flush=True)
@@ -179,8 +138,9 @@ def main(argv=None):
         def fwd_bwd(fn, r):
             return lambda: torch.autograd.grad(fn(xg, r), xg, grad_out[:len(r)])[0]
 
-        t_ref = median_time(fwd_bwd(ref, rois), args.warmup, args.repeats)
-        t_loop = median_time(fwd_bwd(loop, rois[:M]), args.warmup, args.repeats) * scale
+        t_ref, t_loop = median_times([fwd_bwd(ref, rois), fwd_bwd(loop, rois[:M])],
+                                     args.warmup, args.repeats)
+        t_loop *= scale
         diff = rel_diff(fwd_bwd(ref, rois[:M])(), fwd_bwd(loop, rois[:M])())
         print(f"{name:<20} {'fwd+bwd':<8} {t_ref * 1e3:>10.3f} {t_loop * 1e3:>10.3f} "
               f"{t_loop / t_ref:>8.3g}  {diff:.1e}", flush=True)

@@ -182,8 +182,7 @@ def coverage(dilations, kernel: int = 3) -> Tensor:
         ``(R, R)`` int64, ``R = receptive_field([(kernel, 1, d) for d in
         dilations])``; the counts add up to ``kernel ** (2 * len(dilations))``.
     """
-    if not is_int(kernel) or kernel < 1:
-        raise ValueError(f"coverage: kernel must be a positive int, got {kernel!r}")
+    check_positive("coverage", kernel=kernel)
     dilations = list(dilations)
     if not all(is_int(d) and d >= 1 for d in dilations):
         raise ValueError(f"coverage: dilations must be positive ints, got {dilations!r}")
@@ -223,7 +222,7 @@ class DepthwiseSeparableConv2d(nn.Module):
                  dilation=1, bias: bool = False):
         super().__init__()
         check_positive("DepthwiseSeparableConv2d", in_channels=in_channels,
-                        out_channels=out_channels)
+                       out_channels=out_channels)
         self.in_channels = in_channels
         ### BEGIN SOLUTION
         self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride,
@@ -349,7 +348,7 @@ class DUC(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, upscale: int):
         super().__init__()
         check_positive("DUC", in_channels=in_channels, num_classes=num_classes,
-                        upscale=upscale)
+                       upscale=upscale)
         self.in_channels = in_channels
         ### BEGIN SOLUTION
         self.conv = nn.Conv2d(in_channels, upscale * upscale * num_classes, 3, padding=1)

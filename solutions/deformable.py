@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .common import as_pair, check_image, check_positive, is_int
-from .roi import _as_rois
+from .roi import _as_rois, _check_input, _check_sampling_ratio, _check_spatial_scale
 
 
 def _check_tensor(t, what: str, name: str, dtype=None, dim=None) -> None:
@@ -400,14 +400,11 @@ def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: fl
         ``(K, C, PH, PW)``, input's dtype (``(0, C, PH, PW)`` for no boxes).
     """
     name = "deform_roi_pool"
-    _check_tensor(input, "input", name, dim=4)
+    _check_input(input, name)
     rois = _as_rois(boxes, input, name)
     PH, PW = as_pair(output_size, "output_size", 1, name)
-    if not isinstance(spatial_scale, numbers.Real) or not spatial_scale > 0:
-        raise ValueError(f"{name}: spatial_scale must be a positive number, got {spatial_scale!r}")
-    if not is_int(sampling_ratio):
-        raise ValueError(f"{name}: sampling_ratio must be an int (<= 0 for adaptive), "
-                         f"got {sampling_ratio!r}")
+    spatial_scale = _check_spatial_scale(spatial_scale, name)
+    _check_sampling_ratio(sampling_ratio, name)
     if not isinstance(gamma, numbers.Real):
         raise ValueError(f"{name}: gamma must be a number, got {gamma!r}")
     K = rois.shape[0]
@@ -472,6 +469,8 @@ class DeformRoIPool(nn.Module):
         super().__init__()
         check_positive("DeformRoIPool", channels=channels, hidden_channels=hidden_channels)
         self.output_size = as_pair(output_size, "output_size", 1, "DeformRoIPool")
+        _check_spatial_scale(spatial_scale, "DeformRoIPool")
+        _check_sampling_ratio(sampling_ratio, "DeformRoIPool")
         self.channels, self.spatial_scale = channels, spatial_scale
         self.sampling_ratio, self.gamma = sampling_ratio, gamma
         PH, PW = self.output_size
@@ -485,8 +484,7 @@ class DeformRoIPool(nn.Module):
 
     def forward(self, input: Tensor, boxes) -> Tensor:
         check_image(input, self.channels, "DeformRoIPool")
-        rois = _as_rois(boxes, input, "DeformRoIPool")
         args = (self.output_size, self.spatial_scale, self.sampling_ratio, self.gamma)
-        pooled = deform_roi_pool(input, rois, None, *args)
-        offset = self.offset_fc(pooled.flatten(1)).view(len(rois), 2, *self.output_size)
-        return deform_roi_pool(input, rois, offset, *args)
+        pooled = deform_roi_pool(input, boxes, None, *args)
+        offset = self.offset_fc(pooled.flatten(1)).view(len(pooled), 2, *self.output_size)
+        return deform_roi_pool(input, boxes, offset, *args)

@@ -27,6 +27,7 @@ import math
 import torch
 
 from autograder.oracles.roi import tv_bilinear as roi_align_taps
+from autograder.oracles.roi import tv_roi_geometry, tv_sample_y_x
 
 
 def pair(v):
@@ -237,39 +238,17 @@ def deform_conv2d_backward_loop(grad_out, input, offset, weight, stride=1, paddi
 
 # ================================================================ RoI Align / deformable RoI pooling
 
-def _roi_geometry(roi, spatial_scale, PH, PW, sampling_ratio, aligned):
-    off = 0.5 if aligned else 0.0
-    roi_start_w = roi[1] * spatial_scale - off
-    roi_start_h = roi[2] * spatial_scale - off
-    roi_end_w = roi[3] * spatial_scale - off
-    roi_end_h = roi[4] * spatial_scale - off
-    roi_width = roi_end_w - roi_start_w
-    roi_height = roi_end_h - roi_start_h
-    if not aligned:  # force malformed RoIs to be 1x1
-        roi_width = max(roi_width, 1.0)
-        roi_height = max(roi_height, 1.0)
-    bin_size_h = roi_height / PH
-    bin_size_w = roi_width / PW
-    grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_height / PH)
-    grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_width / PW)
-    return (roi_start_h, roi_start_w, roi_height, roi_width, bin_size_h, bin_size_w,
-            grid_h, grid_w)
-
-
 def _bin_samples(roi, n, ph_, pw_, spatial_scale, PH, PW, sampling_ratio, aligned, off, gamma):
-    (start_h, start_w, roi_h, roi_w, bin_h, bin_w, grid_h,
-     grid_w) = _roi_geometry(roi, spatial_scale, PH, PW, sampling_ratio, aligned)
-    if off is not None:  # deformable: move the bin (mmcv's kernel, (dy, dx) order)
-        start_w += gamma * roi_w * off[n][1][ph_][pw_]
-        start_h += gamma * roi_h * off[n][0][ph_][pw_]
-    count = max(grid_h * grid_w, 1)
-    points = []
-    for iy in range(grid_h):
-        y = start_h + ph_ * bin_h + (iy + 0.5) * bin_h / grid_h
-        for ix in range(grid_w):
-            x = start_w + pw_ * bin_w + (ix + 0.5) * bin_w / grid_w
-            points.append((y, x))
-    return points, count
+    """The sample points of bin (ph_, pw_) of RoI n, and their count: RoI Align's geometry
+    (the kernel port's), with the bin moved by its offset if ``off`` is given."""
+    _, start_h, start_w, bin_h, bin_w, grid_h, grid_w = tv_roi_geometry(
+        roi, float, spatial_scale, PH, PW, sampling_ratio, aligned)
+    if off is not None:  # deformable: move the bin by gamma * roi size (mmcv, (dy, dx) order)
+        start_h += gamma * bin_h * PH * off[n][0][ph_][pw_]
+        start_w += gamma * bin_w * PW * off[n][1][ph_][pw_]
+    points = [tv_sample_y_x(float, start_h, start_w, bin_h, bin_w, grid_h, grid_w, ph_, pw_, iy, ix)
+              for iy in range(grid_h) for ix in range(grid_w)]
+    return points, max(grid_h * grid_w, 1)
 
 
 def roi_align_loop(input, rois, spatial_scale, PH, PW, sampling_ratio, aligned=False,

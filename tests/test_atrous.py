@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from solutions import atrous as A
 from tests import slow_atrous as S
+from tests.op_recorder import OpRecorder
 
 
 DT = torch.float64
@@ -46,18 +46,6 @@ def padded_size(H, W, KH, KW, padding, dilation):
         return H + dh * (KH - 1), W + dw * (KW - 1)
     ph, pw = pair(padding)
     return H + 2 * ph, W + 2 * pw
-
-
-class OpRecorder(TorchDispatchMode):
-    """Records every aten op dispatched while active (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 # ================================================================ conv2d

@@ -162,8 +162,8 @@ def test_gan_chapter_trained_its_dcgan(html):
         r"^(real digits|DCGAN, epoch \d+|DCGAN|no BN in G|no BN in G or D|ReLU instead of LeakyReLU in D)"
         r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", text, re.M)}
     unseen = re.search(r"^real digits, not seen\s+([\d.]+)\s+([\d.]+)$", text, re.M)
-    final = next(values for name, values in rows.items() if name.startswith("DCGAN, epoch"))
     assert len(rows) == 6 and unseen, "the sample-quality tables are missing"
+    final = next(values for name, values in rows.items() if name.startswith("DCGAN, epoch"))
     real, short, relu = rows["real digits"], rows["DCGAN"], rows["ReLU instead of LeakyReLU in D"]
     collapsed, partial = rows["no BN in G"], rows["no BN in G or D"]
     # columns: confidence, share >= 0.9, score, classes, diversity

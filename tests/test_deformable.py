@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from solutions import deformable as D
 from tests import slow_deformable as S
 from tests.bench_table import quick_rows
+from tests.op_recorder import OpRecorder
 
 
 DT = torch.float64
@@ -43,18 +43,6 @@ def pair(v):
 def out_size(H, W, KH, KW, stride, padding, dilation):
     (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
     return (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1, (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
-
-
-class OpRecorder(TorchDispatchMode):
-    """Records every aten op dispatched while active (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 # ================================================================ bilinear_interpolate
@@ -820,10 +808,18 @@ def test_roi_pool_rejects_bad_arguments():
         D.deform_roi_pool(x, rois, torch.zeros(1, 2, 3, 2), (2, 3))
     with pytest.raises(ValueError, match="output_size must be a positive int or a pair"):
         D.deform_roi_pool(x, rois, None, 0)
-    with pytest.raises(ValueError, match="spatial_scale must be a positive number"):
-        D.deform_roi_pool(x, rois, None, 2, spatial_scale=0)
-    with pytest.raises(ValueError, match="sampling_ratio must be an int"):
-        D.deform_roi_pool(x, rois, None, 2, sampling_ratio=1.5)
+    for scale in (0, float("inf")):
+        with pytest.raises(ValueError, match="spatial_scale must be a positive finite number"):
+            D.deform_roi_pool(x, rois, None, 2, spatial_scale=scale)
+        with pytest.raises(ValueError, match="DeformRoIPool: spatial_scale must be a positive"):
+            D.DeformRoIPool(2, 3, spatial_scale=scale)
+    for ratio in (1.5, True):
+        with pytest.raises(ValueError, match="sampling_ratio must be an int"):
+            D.deform_roi_pool(x, rois, None, 2, sampling_ratio=ratio)
+        with pytest.raises(ValueError, match="DeformRoIPool: sampling_ratio must be an int"):
+            D.DeformRoIPool(2, 3, sampling_ratio=ratio)
+    with pytest.raises(ValueError, match=r"input must have H, W >= 1, got \(2, 3, 0, 5\)"):
+        D.deform_roi_pool(torch.zeros(2, 3, 0, 5), rois, None, 2)
 
 
 # ================================================================ DeformRoIPool

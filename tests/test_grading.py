@@ -363,17 +363,17 @@ def test_zip_of_submissions(tmp_path):
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("s1/norms/norms.ipynb", reference_nb)
         handle.writestr("s2/norms/norms.ipynb", "not a notebook")
-        # two attempts, renamed by the LMS; the newer upload is the complete one
-        handle.writestr(zipfile.ZipInfo("s3/Norms (1).ipynb", (2026, 3, 2, 9, 0, 0)),
+        # two attempts renamed by the LMS: only the upload dates say the complete one is newer
+        handle.writestr(zipfile.ZipInfo("s3/week 2/norms-attempt2.ipynb", (2026, 3, 2, 9, 0, 0)),
                         nbformat.writes(submission("norms", None)))
-        handle.writestr(zipfile.ZipInfo("s3/week 2/norms-attempt2.ipynb", (2026, 3, 2, 23, 59, 0)),
+        handle.writestr(zipfile.ZipInfo("s3/Norms (1).ipynb", (2026, 3, 2, 23, 59, 0)),
                         reference_nb)
     from autograder.grade import grade
     rows = grade(archive, tmp_path / "grades.csv", course_dir=tmp_path / "course")
     assert [(r["student_id"], r["status"].split(":")[0]) for r in rows] == [
         ("s1", "graded"), ("s2", "corrupt notebook"), ("s3", "graded")]
     assert rows[0]["score"] == rows[0]["max_score"] == rows[2]["score"] == total("norms")
-    assert (rows[2]["notebook"], rows[2]["notebooks_found"]) == ("week 2/norms-attempt2.ipynb", 2)
+    assert (rows[2]["notebook"], rows[2]["notebooks_found"]) == ("Norms (1).ipynb", 2)
     assert (rows[0]["notebook"], rows[0]["notebooks_found"]) == ("norms/norms.ipynb", 1)
 
 

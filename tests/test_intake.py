@@ -16,7 +16,7 @@ def touch(path, mtime):
 
 
 def found(root):
-    return {(s.student, s.assignment): (s.relative, s.attempts) for s in collect(root, ASSIGNMENTS)}
+    return {(s.student, s.assignment): (s.relative, s.notebooks_found) for s in collect(root, ASSIGNMENTS)}
 
 
 def test_course_layout_and_lms_renames(tmp_path):
@@ -35,11 +35,11 @@ def test_course_layout_and_lms_renames(tmp_path):
 def test_latest_attempt_wins(tmp_path):
     touch(tmp_path / "ana" / "norms.ipynb", 300)
     touch(tmp_path / "ana" / "old" / "norms.ipynb", 100)
-    touch(tmp_path / "ben" / "norms-1.ipynb", 200)                # same time: highest attempt
-    touch(tmp_path / "ben" / "norms-2.ipynb", 200)
+    touch(tmp_path / "ben" / "norms-10.ipynb", 200)               # same time: highest attempt,
+    touch(tmp_path / "ben" / "norms-9.ipynb", 200)                # not the last path
     touch(tmp_path / "ben" / ".ipynb_checkpoints" / "norms-checkpoint.ipynb", 900)
     touch(tmp_path / "ben" / "__MACOSX" / "._norms.ipynb", 900)
-    assert found(tmp_path) == {("ana", "norms"): ("norms.ipynb", 2), ("ben", "norms"): ("norms-2.ipynb", 2)}
+    assert found(tmp_path) == {("ana", "norms"): ("norms.ipynb", 2), ("ben", "norms"): ("norms-10.ipynb", 2)}
 
 
 def test_ambiguous_file_name_falls_back_to_its_folder(tmp_path):

@@ -15,11 +15,11 @@ import re
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from solutions import roi as R
 from autograder.oracles import roi as S
 from tests.bench_table import quick_rows
+from tests.op_recorder import OpRecorder
 
 
 DT = torch.float64
@@ -55,18 +55,6 @@ def as_list(rois, N):
     order = torch.argsort(rois[:, 0], stable=True)
     rois = rois[order]
     return rois, [rois[rois[:, 0] == n, 1:] for n in range(N)]
-
-
-class OpRecorder(TorchDispatchMode):
-    """Records every aten op dispatched while active (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 # ================================================================ signatures and modules
@@ -143,13 +131,14 @@ ALIGN_GRID = [(sr, aligned, os, dtype)
 
 @pytest.mark.parametrize("sampling_ratio,aligned,output_size,dtype", ALIGN_GRID, ids=str)
 def test_roi_align_matches_kernel_loop(sampling_ratio, aligned, output_size, dtype):
-    i = ALIGN_GRID.index((sampling_ratio, aligned, output_size, dtype))
-    scale = (1.0, 0.5, 0.37, 2.0)[i % 4]
+    # j: the case without its dtype, so that both dtypes see every scale and box format
+    j = ALIGN_GRID.index((sampling_ratio, aligned, output_size, dtype)) // len(DTYPES)
+    scale = (1.0, 0.5, 0.37, 2.0)[j % 4]
     N, C, H, W = 2, 3, 7, 9
-    x = rand(N, C, H, W, seed=i, dtype=dtype)
-    rois = random_rois(10, N, H, W, seed=100 + i, dtype=dtype, quarter=i % 3 == 0, scale=scale)
+    x = rand(N, C, H, W, seed=j, dtype=dtype)
+    rois = random_rois(10, N, H, W, seed=100 + j, dtype=dtype, quarter=j % 3 == 0, scale=scale)
     PH, PW = (output_size, output_size) if isinstance(output_size, int) else output_size
-    if i % 2:  # the list format gives the same output, in list order
+    if (j + j // 4) % 2:  # the list format gives the same output, in list order
         rois, boxes = as_list(rois, N)
         out = R.roi_align(x, boxes, output_size, scale, sampling_ratio, aligned)
     else:
@@ -398,17 +387,18 @@ def test_roi_align_boxes_get_no_gradient():
 POOL_GRID = [(os, scale, dtype, quarter)
              for os in (1, 2, (3, 2), [2, 5], 4)
              for scale in (1.0, 0.5, 0.3, 2.0)
-             for dtype in DTYPES
-             for quarter in (False, True)]
+             for quarter in (False, True)
+             for dtype in DTYPES]
 
 
 @pytest.mark.parametrize("output_size,scale,dtype,quarter", POOL_GRID, ids=str)
 def test_roi_pool_matches_kernel_loop(output_size, scale, dtype, quarter):
-    i = POOL_GRID.index((output_size, scale, dtype, quarter))
+    # j: the case without its dtype, so that both dtypes see both box formats with either grid
+    j = POOL_GRID.index((output_size, scale, dtype, quarter)) // len(DTYPES)
     N, C, H, W = 2, 3, 7, 8
-    x = rand(N, C, H, W, seed=i, dtype=dtype)
-    rois = random_rois(10, N, H, W, seed=200 + i, dtype=dtype, quarter=quarter, scale=scale)
-    if i % 2:
+    x = rand(N, C, H, W, seed=j, dtype=dtype)
+    rois = random_rois(10, N, H, W, seed=200 + j, dtype=dtype, quarter=quarter, scale=scale)
+    if (j + j // 2) % 2:
         rois, boxes = as_list(rois, N)
         out = R.roi_pool(x, boxes, output_size, scale)
     else:

@@ -48,10 +48,12 @@ def tv_convert_boxes_to_roi_format(boxes):
     return torch.cat([ids, concat_boxes], dim=1)
 
 
-def tv_reader(input, differentiable):
+def tv_reader(input, differentiable, values=None):
+    """Read input[b, c, y, x]: a 0-dim tensor (differentiable) or a float from ``values``,
+    the input as nested lists (``input.tolist()`` if not given)."""
     if differentiable:
         return lambda b, c, y, x: input[b, c, y, x]
-    values = input.detach().tolist()
+    values = input.detach().tolist() if values is None else values
     return lambda b, c, y, x: values[b][c][y][x]
 
 
@@ -120,13 +122,13 @@ def tv_bilinear(T, height, width, y, x):
 
 
 def tv_roi_align_samples(roi, height, width, output_size, spatial_scale=1.0, sampling_ratio=-1,
-                      aligned=False, dtype=torch.float64):
-    """{(ph, pw): [(weight / count, y, x), ...]}: every pixel read by each bin of one RoI."""
+                         aligned=False, dtype=torch.float64):
+    """``({(ph, pw): [(weight, y, x), ...]}, count)``: every pixel each bin of one RoI reads
+    (the kernel's pre_calc, shared by all channels), and the number of samples per bin."""
     T = tv_scalar_type(dtype)
     PH, PW = tv_pair(output_size)
     _, sh, sw, bh, bw, gh, gw = tv_roi_geometry(roi, T, spatial_scale, PH, PW, sampling_ratio,
-                                              aligned)
-    count = max(gh * gw, 1)
+                                                aligned)
     taps = {}
     for ph in range(PH):
         for pw in range(PW):
@@ -134,31 +136,22 @@ def tv_roi_align_samples(roi, height, width, output_size, spatial_scale=1.0, sam
             for iy in range(gh):
                 for ix in range(gw):
                     y, x = tv_sample_y_x(T, sh, sw, bh, bw, gh, gw, ph, pw, iy, ix)
-                    for w, yy, xx in tv_bilinear(T, height, width, y, x):
-                        taps[ph, pw].append((float(w) / count, yy, xx))
-    return taps
+                    taps[ph, pw] += [(float(w), yy, xx)
+                                     for w, yy, xx in tv_bilinear(T, height, width, y, x)]
+    return taps, max(gh * gw, 1)
 
 
 def tv_roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
-                   aligned=False, differentiable=False):
+                 aligned=False, differentiable=False):
     """torchvision's roi_align_forward_kernel_impl; rois (K, 5). Returns (K, C, PH, PW)."""
-    T = tv_scalar_type(input.dtype)
     N, C, H, W = input.shape
     PH, PW = tv_pair(output_size)
     read = tv_reader(input, differentiable)
     out = []
     for roi in rois.tolist():
-        b, sh, sw, bh, bw, gh, gw = tv_roi_geometry(roi, T, spatial_scale, PH, PW,
-                                                  sampling_ratio, aligned)
-        count = max(gh * gw, 1)
-        pre_calc = {}  # shared by all channels, as in the kernel
-        for ph in range(PH):
-            for pw in range(PW):
-                for iy in range(gh):
-                    for ix in range(gw):
-                        y, x = tv_sample_y_x(T, sh, sw, bh, bw, gh, gw, ph, pw, iy, ix)
-                        pre_calc[ph, pw, iy, ix] = [(float(w), yy, xx)
-                                                    for w, yy, xx in tv_bilinear(T, H, W, y, x)]
+        b = int(roi[0])
+        taps, count = tv_roi_align_samples(roi, H, W, (PH, PW), spatial_scale, sampling_ratio,
+                                           aligned, input.dtype)
         roi_out = []
         for c in range(C):
             rows = []
@@ -166,10 +159,8 @@ def tv_roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
                 row = []
                 for pw in range(PW):
                     acc = 0.0
-                    for iy in range(gh):
-                        for ix in range(gw):
-                            for w, yy, xx in pre_calc[ph, pw, iy, ix]:
-                                acc = acc + w * read(b, c, yy, xx)
+                    for w, yy, xx in taps[ph, pw]:
+                        acc = acc + w * read(b, c, yy, xx)
                     if differentiable and not isinstance(acc, torch.Tensor):
                         acc = input.new_zeros(()) + acc  # no sample: still part of the graph
                     row.append(acc / count)
@@ -180,7 +171,7 @@ def tv_roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
 
 
 def tv_roi_align_backward(grad_output, rois, input_shape, spatial_scale=1.0,
-                            sampling_ratio=-1, aligned=False, dtype=torch.float64):
+                          sampling_ratio=-1, aligned=False, dtype=torch.float64):
     """torchvision's roi_align_backward_kernel_impl: grad_output (K, C, PH, PW) -> (N, C, H, W)."""
     N, C, H, W = input_shape
     K, _, PH, PW = grad_output.shape
@@ -188,12 +179,12 @@ def tv_roi_align_backward(grad_output, rois, input_shape, spatial_scale=1.0,
     grad = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
     for k, roi in enumerate(rois.tolist()):
         b = int(roi[0])
-        taps = tv_roi_align_samples(roi, H, W, (PH, PW), spatial_scale, sampling_ratio, aligned,
-                                 dtype)
+        taps, count = tv_roi_align_samples(roi, H, W, (PH, PW), spatial_scale, sampling_ratio,
+                                           aligned, dtype)
         for c in range(C):
             for (ph, pw), pixels in taps.items():
                 for w, y, x in pixels:
-                    grad[b][c][y][x] += g[k][c][ph][pw] * w
+                    grad[b][c][y][x] += g[k][c][ph][pw] * w / count
     return torch.tensor(grad, dtype=torch.float64).reshape(N, C, H, W)
 
 
@@ -237,8 +228,8 @@ def tv_roi_pool(input, rois, output_size, spatial_scale=1.0, differentiable=Fals
     argmax is the flat index h * W + w of the pixel chosen, -1 for an empty bin."""
     N, C, H, W = input.shape
     PH, PW = tv_pair(output_size)
-    read = tv_reader(input, differentiable)
     values = input.detach().tolist()
+    read = tv_reader(input, differentiable, values)
     out, argmax = [], []
     for roi in rois.tolist():
         b = int(roi[0])
