@@ -22,6 +22,13 @@ def main(argv=None) -> int:
                        help="nbgrader course directory holding the gradebook (default: autograder/)")
     grade.add_argument("--db", dest="db_url", default=None,
                        help="gradebook SQLAlchemy URL (default: sqlite in the course directory)")
+    grade.add_argument("--workers", type=int, default=None,
+                       help="submissions graded at once (default: one per core)")
+    grade.add_argument("--timeout", type=int, default=None,
+                       help="seconds a cell or a verification probe may run (default: 120 / 60)")
+    grade.add_argument("--unsafe-no-sandbox", dest="sandboxed", action="store_false",
+                       help="run submissions without bubblewrap: they can then read the hidden "
+                            "tests and rewrite the gradebook. Only for code you trust.")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -34,11 +41,12 @@ def main(argv=None) -> int:
             print(f"FAIL {problem}", file=sys.stderr)
         print("check: ok" if not problems else f"check: {len(problems)} problem(s)")
         return 1 if problems else 0
-    from .grade import grade as grade_submissions
+    from .grade import GradingError, grade as grade_submissions
     from .intake import SubmissionsError
     try:
-        rows = grade_submissions(args.submissions, args.out, args.course_dir, args.db_url)
-    except SubmissionsError as error:
+        rows = grade_submissions(args.submissions, args.out, args.course_dir, args.db_url,
+                                 args.workers, args.sandboxed, args.timeout)
+    except (SubmissionsError, GradingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for row in rows:

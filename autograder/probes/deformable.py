@@ -1,0 +1,141 @@
+"""Probes of the deformable convolution exercise."""
+import numpy as np
+
+from ..verify import Probe
+from . import MODULE_HELPERS
+
+
+def _int(rng, low, high):
+    return int(rng.integers(low, high + 1))
+
+
+def _pair(rng, low, high):
+    """An int or a list of two (as_pair takes both)."""
+    return _int(rng, low, high) if rng.random() < 0.5 else [_int(rng, low, high) for _ in range(2)]
+
+
+def _two(value):
+    return value if isinstance(value, list) else [value, value]
+
+
+def _bilinear(rng, dtype=np.float64):
+    N, C, H, W = _int(rng, 1, 3), _int(rng, 1, 3), _int(rng, 2, 6), _int(rng, 2, 6)
+    S = [_int(rng, 1, 4) for _ in range(_int(rng, 1, 3))]
+    # fractional points, many in the border band or beyond
+    y, x = rng.uniform(-2, H + 1, (N, *S)), rng.uniform(-2, W + 1, (N, *S))
+    image = rng.normal(size=(N, C, H, W))
+    return {k: v.astype(dtype) for k, v in
+            dict(image=image, y=y, x=x, g=rng.normal(size=(N, C, *S))).items()}
+
+
+def _conv_config(rng):
+    groups, G = _int(rng, 1, 2), _int(rng, 1, 2)
+    kernel = [_int(rng, 1, 3), _int(rng, 1, 3)]
+    stride, padding, dilation = _pair(rng, 1, 2), _pair(rng, 0, 2), _pair(rng, 1, 2)
+    # H, W of 2..7 pixels, or more where the dilated kernel needs it
+    size = [max(_int(rng, 2, 7), d * (k - 1) + 1 - 2 * p)
+            for k, p, d in zip(kernel, _two(padding), _two(dilation))]
+    out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+           for n, k, s, p, d in zip(size, kernel, _two(stride), _two(padding), _two(dilation))]
+    return dict(N=_int(rng, 1, 3), C=groups * G * _int(rng, 1, 2), C_out=groups * _int(rng, 1, 3),
+                groups=groups, G=G, kernel=kernel, stride=stride, padding=padding,
+                dilation=dilation, size=size, out=out)
+
+
+def _deform_conv(rng, with_mask, dtype=np.float64):
+    c = _conv_config(rng)
+    (KH, KW), (H_out, W_out), N, G = c["kernel"], c["out"], c["N"], c["G"]
+    arrays = dict(x=rng.normal(size=(c["N"], c["C"], *c["size"])),
+                  offset=rng.normal(0, 1.5, (N, 2 * G * KH * KW, H_out, W_out)),
+                  weight=rng.normal(size=(c["C_out"], c["C"] // c["groups"], KH, KW)),
+                  bias=rng.normal(size=c["C_out"]) if rng.random() < 0.5 else None,
+                  mask=rng.uniform(0, 1, (N, G * KH * KW, H_out, W_out)) if with_mask else None,
+                  g=rng.normal(size=(N, c["C_out"], H_out, W_out)))
+    arrays = {k: v if v is None else v.astype(dtype) for k, v in arrays.items()}
+    return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], **arrays)
+
+
+def _layer(rng, modulated):
+    c = _conv_config(rng)
+    kwargs = dict(kernel_size=c["kernel"], stride=c["stride"], padding=c["padding"],
+                  dilation=c["dilation"], groups=c["groups"], bias=rng.random() < 0.5,
+                  offset_groups=c["G"], modulated=modulated)
+    return dict(x=rng.normal(size=(c["N"], c["C"], *c["size"])), C=c["C"], C_out=c["C_out"],
+                kwargs=kwargs, seed=_int(rng, 0, 2**31 - 1))
+
+
+def _rois(rng, N, H, W, scale):
+    """(batch index, x1, y1, x2, y2) rows, by image; on the feature map, boxes may
+    stick out of it and some are narrower than a pixel, where the size is clamped to 1."""
+    K = _int(rng, 2, 5)
+    x1, y1 = rng.uniform(-2, W - 2, K), rng.uniform(-2, H - 2, K)
+    x2, y2 = x1 + rng.uniform(0.1, 7, K), y1 + rng.uniform(0.1, 7, K)
+    return np.stack([np.sort(rng.integers(0, N, K)).astype(float),
+                     *(np.stack([x1, y1, x2, y2]) / scale)], 1)
+
+
+def _roi_pool(rng):
+    N, C, H, W = _int(rng, 1, 3), _int(rng, 1, 3), _int(rng, 4, 9), _int(rng, 4, 9)
+    scale = float(rng.uniform(0.5, 1.5))
+    rois = _rois(rng, N, H, W, scale)
+    size = _pair(rng, 1, 3)
+    PH, PW = _two(size)
+    return dict(x=rng.normal(size=(N, C, H, W)), rois=rois, size=size,
+                offset=rng.normal(size=(len(rois), 2, PH, PW)),
+                scale=scale, ratio=int(rng.choice([-1, 0, 1, 2, 3])),
+                gamma=float(rng.uniform(0.05, 0.3)), g=rng.normal(size=(len(rois), C, PH, PW)))
+
+
+DEFORM_CONV = """
+inputs = [t.requires_grad_() for t in (x, offset, weight, bias, mask) if t is not None]
+out = deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+result = [out] + list(torch.autograd.grad(out, inputs, g))
+"""
+
+LAYER = MODULE_HELPERS + """
+m = fill(DeformConv2d(C, C_out, **kwargs).double(), seed)
+params = [p for _, p in sorted(m.named_parameters())]
+out = m(x.requires_grad_())
+result = [out] + list(torch.autograd.grad(out.square().sum(), [x] + params))
+"""
+
+PROBES = {
+    "bilinear_interpolate": [
+        Probe("""
+out = bilinear_interpolate(image.requires_grad_(), y.requires_grad_(), x.requires_grad_())
+result = [out] + list(torch.autograd.grad(out, (image, y, x), g))
+""", _bilinear),
+        # float32 rounding in the weights
+        Probe("result = bilinear_interpolate(image, y, x)",
+              lambda rng: _bilinear(rng, np.float32), rtol=1e-4, atol=1e-5),
+    ],
+    "deform_conv2d": [
+        Probe(DEFORM_CONV, lambda rng: _deform_conv(rng, True)),
+        Probe(DEFORM_CONV, lambda rng: _deform_conv(rng, False)),
+        # float32: the sums run in a different order
+        Probe(DEFORM_CONV, lambda rng: _deform_conv(rng, rng.random() < 0.5, np.float32),
+              rtol=1e-4, atol=1e-4),
+    ],
+    "DeformConv2d": [
+        # a new layer: conv_offset zero, every entry of the state_dict with its shape
+        Probe("""
+m = DeformConv2d(C, C_out, **kwargs)
+result = [m.conv_offset.weight, m.conv_offset.bias,
+          {k: torch.tensor(v.shape) for k, v in m.state_dict().items()}]
+""", lambda rng: _layer(rng, rng.random() < 0.5)),
+        Probe(LAYER, lambda rng: _layer(rng, True)),
+        Probe(LAYER, lambda rng: _layer(rng, False)),
+    ],
+    "deform_roi_pool": [
+        Probe("""
+out = deform_roi_pool(x.requires_grad_(), rois, offset, size, scale, ratio, gamma)
+result = [out, torch.autograd.grad(out, x, g)[0]]
+""", _roi_pool),
+        # boxes as a list of per-image tensors, no offsets, and no boxes at all
+        Probe("""
+boxes = [rois[rois[:, 0] == n, 1:] for n in range(int(rois[-1, 0]) + 1)]
+result = [deform_roi_pool(x, boxes, None, size, scale, ratio, gamma),
+          deform_roi_pool(x, rois[:0], None, size)]
+""", _roi_pool),
+    ],
+}

@@ -1,0 +1,127 @@
+"""Probes of the residual-network exercise."""
+import numpy as np
+
+from ..verify import Probe
+from . import MODULE_HELPERS as HELPERS
+
+
+BLOCK = HELPERS + """
+width = planes * block.expansion
+down = None
+if stride != 1 or inplanes != width:
+    down = nn.Sequential(conv1x1(inplanes, width, stride), nn.BatchNorm2d(width))
+m = fill(block(inplanes, planes, stride, down).double(), seed)
+x.requires_grad_()
+out = m(x)
+grad = torch.autograd.grad(out, x, g)[0]
+result = [block.expansion, layout(m), out, grad, m.eval()(x2), dict(m.state_dict())]
+"""
+
+# A stand-in block, as the template's ProbeBlock, whose output also runs the shortcut.
+LAYER = HELPERS + """
+class Block(nn.Module):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.args = [inplanes, planes, stride]
+        self.downsample = downsample
+        self.conv = nn.Conv2d(inplanes, planes * self.expansion, 1, stride, bias=False)
+
+    def forward(self, x):
+        return self.conv(x) + (x if self.downsample is None else self.downsample(x))
+
+
+Block.expansion = expansion
+layer = fill(make_layer(Block, inplanes, planes, blocks, stride).double(), seed)
+result = [isinstance(layer, nn.Sequential), torch.tensor([block.args for block in layer]),
+          layout(layer), layer(x)]
+"""
+
+# The initialisation is random: the probe returns what the tests check of it
+# (conv std within 10% of kaiming's fan_out std; BN weights 1, but 0 for the last
+# BN of each block with zero_init_residual, and biases 0).
+RESNET = HELPERS + """
+m = ResNet(block, layers, classes, zero_init_residual=True).double()
+state = m.state_dict()
+stds = [abs(float(t.std()) * (t[:, 0].numel() / 2) ** 0.5 - 1) < 0.1
+        for _, t in sorted(state.items()) if t.dim() == 4]
+bn = {k: t.clone() for k, t in state.items() if t.dim() == 1 and not k.startswith("fc.")}
+fill(m, seed)
+out = m(x)
+grad = torch.autograd.grad(out, m.conv1.weight, g)[0]
+result = [layout(m), stds, bn, out, grad, m.eval()(x)]
+"""
+
+
+def _block(expansion, identity):
+    def draw(rng):
+        planes = int(rng.integers(1, 5))
+        if identity:
+            inplanes, stride = planes * expansion, 1
+        else:
+            inplanes, stride = int(rng.integers(1, 9)), int(rng.integers(1 if expansion == 1 else 2, 4))
+            if stride == 1 and inplanes == planes * expansion:    # so that it needs a projection
+                inplanes += 1
+        n, h, w = (int(v) for v in rng.integers(2, 8, 3))
+        width, h2, w2 = planes * expansion, (h - 1) // stride + 1, (w - 1) // stride + 1
+        return dict(inplanes=inplanes, planes=planes, stride=stride, seed=int(rng.integers(2**31)),
+                    x=rng.normal(size=(n, inplanes, h, w)), g=rng.normal(size=(n, width, h2, w2)),
+                    x2=rng.normal(size=(int(rng.integers(1, 4)), inplanes, h, w)))
+    return draw
+
+
+def _layer(kind):
+    """kind: "any" stage, "widening" (stride 1, new width) or "identity" (no projection)."""
+    def draw(rng):
+        expansion, planes = int(rng.choice([1, 2, 4])), int(rng.integers(1, 5))
+        stride = int(rng.integers(1, 4)) if kind == "any" else 1
+        inplanes = int(rng.integers(1, 9))
+        if kind == "identity":
+            inplanes = planes * expansion
+        elif kind == "widening" and inplanes == planes * expansion:
+            inplanes += 1
+        return dict(expansion=expansion, inplanes=inplanes, planes=planes, stride=stride,
+                    blocks=int(rng.integers(1, 4)), seed=int(rng.integers(2**31)),
+                    x=rng.normal(size=(2, inplanes, *rng.integers(3, 8, 2))))
+    return draw
+
+
+def _resnet(rng):
+    n, classes = int(rng.integers(2, 4)), int(rng.integers(2, 8))
+    layers = [int(v) for v in rng.integers(1, 3, 3)] + [1]    # layer4 alone holds most weights
+    return dict(layers=layers, classes=classes, seed=int(rng.integers(2**31)),
+                x=rng.normal(size=(n, 3, *rng.integers(32, 48, 2))), g=rng.normal(size=(n, classes)))
+
+
+def _count(rng):
+    a, b, c, d, e, k = (int(v) for v in rng.integers(1, 8, 6))
+    return dict(a=a, b=b, c=c, d=d, e=e, k=k, frozen=bool(rng.integers(2)))
+
+
+PROBES = {
+    "BasicBlock": [
+        Probe("block = BasicBlock" + BLOCK, _block(1, identity=True)),
+        Probe("block = BasicBlock" + BLOCK, _block(1, identity=False)),
+    ],
+    "Bottleneck": [
+        Probe("block = Bottleneck" + BLOCK, _block(4, identity=True)),
+        Probe("block = Bottleneck" + BLOCK, _block(4, identity=False)),
+    ],
+    "make_layer": [Probe(LAYER, _layer(kind)) for kind in ("any", "widening", "identity")],
+    "ResNet": [
+        Probe("block = BasicBlock" + RESNET, _resnet),
+        Probe("block = Bottleneck" + RESNET, _resnet),
+        Probe(HELPERS + "m = [resnet18, resnet34, resnet50][depth]()\n"
+              "result = [layout(m), sum(p.numel() for p in m.parameters())]",
+              lambda rng: dict(depth=int(rng.integers(3)))),
+    ],
+    "count_parameters": [Probe("""
+from torch import nn
+model = nn.Sequential(nn.Linear(a, b), nn.BatchNorm1d(b), nn.Linear(a, b), nn.Embedding(e, d),
+                      nn.Conv2d(c, d, k))
+model[2].weight = model[0].weight
+model[3].requires_grad_(not frozen)
+model[4].bias.requires_grad_(False)
+result = [int(count_parameters(m, trainable_only=t))
+          for m in (model, model[1], model[4], nn.Sequential()) for t in (False, True)]
+""", _count)],
+}

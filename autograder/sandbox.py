@@ -1,0 +1,191 @@
+"""Run untrusted code under bubblewrap.
+
+A sandboxed process sees the Python environment read-only, the folders it is
+given read-write, a private /tmp, and nothing else: no network, no course
+files, no gradebook, no other students. It runs as an unprivileged uid (one
+per grading worker) with limits on address space, CPU time, processes and
+file size. ``SandboxedKernelManager`` starts Jupyter kernels that way, talking
+to the grader over Unix sockets (the sandbox has no network, not even
+loopback).
+"""
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError
+from nbgrader.preprocessors import Execute
+from nbformat.v4 import new_output
+from traitlets import Integer, default
+
+UID_BASE = 1_000_000  # no account has a uid this high
+
+
+def own_uid() -> int:
+    """The uid for this process's sandboxes: UID_BASE + pid, so that no two live
+    graders, even of concurrent grading runs, share a uid and its process limit."""
+    return UID_BASE + os.getpid()
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int = 6 * 2**30      # address space per process, bytes
+    cpu_seconds: int = 900       # per process
+    processes: int = 64          # processes and threads of the sandbox's uid
+    file_size: int = 64 * 2**20  # largest file it may write, bytes
+    tmp_size: int = 256 * 2**20  # its private /tmp, bytes
+
+
+def _readable_roots() -> list[Path]:
+    """The Python environment: the venv, its base interpreter, the system libraries."""
+    roots = {Path("/usr"), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    return sorted(p for p in roots if p.is_dir())
+
+
+def _dirs_above(paths) -> list[Path]:
+    above = {parent for p in paths for parent in p.parents if parent != Path("/")}
+    return sorted(above, key=lambda p: len(p.parts))
+
+
+def command(argv: list[str], *, uid: int, writable: list[Path], cwd: Path,
+            limits: Limits = Limits(), env: dict | None = None) -> list[str]:
+    """The bwrap command line that runs ``argv`` in a sandbox as ``uid``."""
+    readable = [p for p in _readable_roots() if not any(p.is_relative_to(r) and p != r
+                                                         for r in _readable_roots())]
+    writable = [Path(p).resolve() for p in writable]
+    # Jupyter interrupts a kernel by signalling its process group: bwrap itself
+    # must survive SIGINT (the kernel inside sets its own handler).
+    bwrap = ["env", "--ignore-signal=INT", "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+             "--unshare-uts", "--unshare-cgroup-try", "--tmpfs", "/"]
+    for name in ("bin", "lib", "lib64", "sbin"):
+        if Path(f"/{name}").is_symlink():
+            bwrap += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
+    for directory in _dirs_above(readable):
+        bwrap += ["--perms", "0755", "--dir", str(directory)]
+    for path in readable:
+        bwrap += ["--ro-bind", str(path), str(path)]
+    if Path("/etc/fonts").is_dir():
+        bwrap += ["--ro-bind", "/etc/fonts", "/etc/fonts"]
+    bwrap += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
+              "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
+    for directory in _dirs_above(writable):  # after /tmp: the folders may lie under it
+        if not any(directory.is_relative_to(r) for r in readable):
+            bwrap += ["--perms", "0755", "--dir", str(directory)]
+    for path in writable:
+        bwrap += ["--bind", str(path), str(path)]
+    bwrap += ["--chdir", str(Path(cwd).resolve()), "--clearenv"]
+    environment = {"HOME": "/tmp", "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin",
+                   "LANG": "C.UTF-8", "MPLCONFIGDIR": "/tmp", "OMP_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    for key, value in environment.items():
+        bwrap += ["--setenv", key, value]
+    prlimit = ["prlimit", f"--as={limits.memory}", f"--cpu={limits.cpu_seconds}",
+               f"--nproc={limits.processes}", f"--fsize={limits.file_size}", "--core=0", "--"]
+    setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+               "--no-new-privs", "--"]
+    return bwrap + ["--"] + prlimit + setpriv + list(argv)
+
+
+def give(path: Path, uid: int) -> None:
+    """Hand ``path`` (recursively) to ``uid``, so a sandbox running as it can write there."""
+    for directory, _, files in os.walk(path):
+        os.chown(directory, uid, uid)
+        for name in files:
+            os.chown(os.path.join(directory, name), uid, uid, follow_symlinks=False)
+
+
+def unavailable() -> str | None:
+    """Why sandboxes cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "the grader must run as root to start sandboxes as unprivileged uids"
+    missing = [tool for tool in ("bwrap", "prlimit", "setpriv") if not shutil.which(tool)]
+    if missing:
+        return f"{', '.join(missing)} not found (Debian: apt-get install bubblewrap util-linux)"
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = command([sys.executable, "-c", "print('ok')"], uid=own_uid(),
+                        writable=[Path(tmp)], cwd=Path(tmp))
+        result = subprocess.run(probe, capture_output=True, text=True)
+    if result.stdout.strip() != "ok":
+        return f"bwrap cannot start a sandbox here: {result.stderr.strip()[:300]}"
+    return None
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel in a sandbox that sees the notebook's folder and the Python environment.
+
+    The kernel talks over Unix sockets in a private run folder; the notebook's
+    folder (the kernel's working directory) is handed to the sandbox's uid.
+    """
+    uid = Integer(help="uid the kernel runs as (default: own_uid())").tag(config=True)
+    memory = Integer(Limits.memory).tag(config=True)
+    cpu_seconds = Integer(Limits.cpu_seconds).tag(config=True)
+
+    @default("uid")
+    def _uid_default(self):
+        return own_uid()
+
+    async def _async_pre_start_kernel(self, **kw):
+        self._run_dir = Path(tempfile.mkdtemp(prefix="dlbb-kernel-"))
+        self._cwd = Path(kw.get("cwd") or os.getcwd())
+        self.transport = "ipc"
+        self.ip = str(self._run_dir / "kernel")
+        self.connection_file = str(self._run_dir / "kernel.json")
+        kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
+        # the kernel's own stdout is not the notebook's: nobody reads it
+        kw.update(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return kernel_cmd, kw
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        argv = super().format_kernel_cmd(extra_arguments)
+        give(self._run_dir, self.uid)
+        give(self._cwd, self.uid)
+        limits = Limits(memory=self.memory, cpu_seconds=self.cpu_seconds)
+        return command(argv, uid=self.uid, writable=[self._run_dir, self._cwd], cwd=self._cwd,
+                       limits=limits, env={"NBGRADER_EXECUTION": "autograde"})
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart)
+        if not restart:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+class SandboxedExecute(Execute):
+    """nbgrader's Execute with a sandboxed kernel, a cap on output, and a kernel
+    that ignores the timeout's interrupt stopped instead of waited on cell after cell."""
+    max_output_bytes = Integer(1 << 20, help="stream output kept per cell").tag(config=True)
+    interrupt_grace = Integer(5, help="seconds an interrupted cell has to stop").tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "kernel_manager_class": SandboxedKernelManager})
+        self._kept = {}
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] == "stream":
+            kept = self._kept.get(cell_index, 0)
+            size = len(msg["content"].get("text", ""))
+            self._kept[cell_index] = kept + size
+            if kept + size > self.max_output_bytes:
+                if kept <= self.max_output_bytes:
+                    outs.append(new_output("stream", name="stdout",
+                                           text="\n... output truncated by the grader ...\n"))
+                return None
+        return super().output(outs, msg, display_id, cell_index)
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        reply = await super()._async_handle_timeout(timeout, cell)
+        for _ in range(self.interrupt_grace * 10):
+            if await self.kc.shell_channel.msg_ready():
+                return reply
+            await asyncio.sleep(0.1)
+        await self.km.shutdown_kernel(now=True)
+        raise CellTimeoutError(f"a cell ran past the {timeout} s limit and ignored the interrupt: "
+                               f"the kernel was stopped")

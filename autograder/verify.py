@@ -1,0 +1,204 @@
+"""Out-of-process verification: the score that counts does not come from the
+student's kernel.
+
+The submission's code (the released notebook's provided cells and the
+student's answer cells, no tests) runs in a sandboxed worker
+(``autograder/worker.py``). This trusted process sends it fresh random inputs,
+receives the outputs as ``.npy`` arrays loaded without pickle, and compares
+them with what ``solutions`` computes on the same inputs. Each item's probes
+live in ``autograder/probes/<assignment>.py``: a snippet of code that sets
+``result`` from named inputs, run once in the worker's namespace and once in
+the reference module's.
+"""
+import importlib
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+import numpy as np
+
+from . import sandbox
+
+WORKER = Path(__file__).with_name("worker.py")
+MAX_REPLY = 1 << 16
+MAX_ARRAY_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Probe:
+    """``code`` sets ``result`` from the inputs that ``inputs(rng)`` draws: numpy
+    arrays arrive as tensors, anything else as the JSON value it is."""
+    code: str
+    inputs: Callable[[np.random.Generator], dict]
+    rtol: float = 1e-5
+    atol: float = 1e-6
+
+
+def probes(assignment: str) -> dict[str, list[Probe]]:
+    return importlib.import_module(f"autograder.probes.{assignment}").PROBES
+
+
+def notebook_code(release: Path, submitted: Path) -> list[str]:
+    """The code cells a submission runs, tests left out: the released notebook's
+    cells, with each answer cell taken from the submission (by its grade id)."""
+    answers = {}
+    for cell in nbformat.read(submitted, as_version=4).cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.get("cell_type") == "code" and grade_id:
+            answers[grade_id] = cell.get("source", "")
+    code = []
+    for cell in nbformat.read(release, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or meta.get("grade"):
+            continue
+        code.append(answers.get(meta["grade_id"], "") if meta.get("solution") else cell.source)
+    return code
+
+
+def _split(inputs: dict) -> tuple[dict, dict]:
+    arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray)}
+    return arrays, {k: v for k, v in inputs.items() if k not in arrays}
+
+
+def expected(assignment: str, probe: Probe, inputs: dict) -> list[np.ndarray]:
+    """What the reference computes for ``probe`` on ``inputs``."""
+    import torch
+
+    from .worker import _flatten
+    arrays, scalars = _split(inputs)
+    scope = dict(vars(importlib.import_module(f"solutions.{assignment}")))
+    scope.update(scalars)
+    scope.update({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
+    exec(compile(probe.code, "<probe>", "exec"), scope)
+    return _flatten(scope["result"])
+
+
+def compare(actual: list[np.ndarray], wanted: list[np.ndarray], probe: Probe) -> str | None:
+    """Why ``actual`` is not ``wanted``, or None when it is."""
+    if len(actual) != len(wanted):
+        return f"returned {len(actual)} tensors, expected {len(wanted)}"
+    for i, (a, w) in enumerate(zip(actual, wanted)):
+        if a.shape != w.shape or a.dtype != w.dtype:
+            return f"output {i}: {a.dtype}{list(a.shape)}, expected {w.dtype}{list(w.shape)}"
+        if not np.allclose(a, w, rtol=probe.rtol, atol=probe.atol, equal_nan=True):
+            return f"output {i}: wrong values"
+    return None
+
+
+class WorkerError(RuntimeError):
+    """The worker died, hung or broke the protocol: it has to be replaced."""
+
+
+class ProbeError(RuntimeError):
+    """The submission's code raised on a probe: the worker is fine."""
+
+
+class Worker:
+    """One sandboxed worker process holding one submission's code."""
+
+    def __init__(self, cells: list[str], *, uid: int, sandboxed: bool, timeout: float):
+        self.dir = Path(tempfile.mkdtemp(prefix="dlbb-verify-"))
+        self.timeout = timeout
+        script = self.dir / "worker.py"
+        shutil.copyfile(WORKER, script)
+        argv = [sys.executable, "-I", str(script)]
+        if sandboxed:
+            sandbox.give(self.dir, uid)
+            argv = sandbox.command(argv, uid=uid, writable=[self.dir], cwd=self.dir)
+        self.process = subprocess.Popen(argv, cwd=self.dir, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        try:
+            self._send({"cells": cells})
+            self.errors = self._receive()["errors"]
+        except (WorkerError, ValueError):
+            self.close()
+            raise
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except OSError:
+            raise WorkerError("the worker exited") from None
+
+    def _receive(self) -> dict:
+        deadline, line = time.monotonic() + self.timeout, b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerError(f"no answer within {self.timeout:g} s")
+            if select.select([self.process.stdout], [], [], left)[0]:
+                chunk = os.read(self.process.stdout.fileno(), MAX_REPLY)
+                if not chunk:
+                    raise WorkerError("the worker exited")
+                line += chunk
+                if len(line) > MAX_REPLY:
+                    raise WorkerError("the worker's reply is too long")
+        return json.loads(line)
+
+    def run(self, k: int, probe: Probe, inputs: dict) -> list[np.ndarray]:
+        arrays, scalars = _split(inputs)
+        for name, array in arrays.items():
+            np.save(self.dir / f"in-{k}-{name}.npy", array, allow_pickle=False)
+        self._send({"id": k, "code": probe.code, "scalars": scalars, "arrays": sorted(arrays)})
+        answer = self._receive()
+        if "error" in answer:
+            raise ProbeError(answer["error"])
+        outputs = []
+        for i in range(int(answer["outputs"])):
+            path = self.dir / f"out-{k}-{i}.npy"
+            if not path.is_file() or path.stat().st_size > MAX_ARRAY_BYTES:
+                raise WorkerError(f"output {i} is missing or too large")
+            outputs.append(np.load(path, allow_pickle=False))
+        return outputs
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def verify(assignment: str, release: Path, submitted: Path, *, uid: int | None = None,
+           sandboxed: bool = True, timeout: float = 60) -> dict[str, str | None]:
+    """For each item: None when the submission's answer matches the reference on
+    fresh random inputs, else what went wrong."""
+    cells, uid = notebook_code(release, submitted), uid or sandbox.own_uid()
+    rng = np.random.default_rng(secrets.randbits(64))
+    verdicts, worker = {}, None
+    try:
+        for item, item_probes in probes(assignment).items():
+            verdicts[item] = None
+            for k, probe in enumerate(item_probes):
+                inputs = probe.inputs(rng)
+                wanted = expected(assignment, probe, inputs)
+                try:
+                    worker = worker or Worker(cells, uid=uid, sandboxed=sandboxed, timeout=timeout)
+                    verdicts[item] = compare(worker.run(k, probe, inputs), wanted, probe)
+                except ProbeError as error:
+                    verdicts[item] = str(error)
+                except (WorkerError, ValueError) as error:  # ValueError: bad JSON or .npy
+                    verdicts[item] = str(error)
+                    if worker:
+                        worker.close()
+                    worker = None
+                if verdicts[item]:
+                    break
+    finally:
+        if worker:
+            worker.close()
+    return verdicts

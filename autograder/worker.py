@@ -1,0 +1,79 @@
+"""The sandboxed side of out-of-process verification; run as a script, in a sandbox.
+
+Protocol: JSON lines on stdin, JSON lines on stdout, arrays as ``.npy`` files
+in the working directory (never pickle). The first request is
+``{"cells": [source, ...]}``: the notebook's code, run in one namespace, each
+cell on its own so one broken cell does not hide the rest. Every later request
+is ``{"id": k, "code": source, "scalars": {...}, "arrays": [name, ...]}``: the
+worker loads ``in-k-<name>.npy`` as tensors, runs ``code`` in a copy of the
+namespace, and writes the flattened ``result`` as ``out-k-<i>.npy``.
+
+Whatever the submission prints goes to /dev/null; the protocol has its own
+file descriptors.
+"""
+import json
+import os
+import sys
+import traceback
+
+import numpy as np
+import torch
+
+
+def _flatten(value) -> list:
+    if isinstance(value, torch.Tensor):
+        return [value.detach().cpu().resolve_conj().numpy()]
+    if isinstance(value, (bool, int, float)):
+        return [np.asarray(value)]
+    if isinstance(value, (tuple, list)):
+        return [array for item in value for array in _flatten(item)]
+    if isinstance(value, dict):
+        return [array for key in sorted(value) for array in _flatten(value[key])]
+    raise TypeError(f"result holds a {type(value).__name__}, not tensors or numbers")
+
+
+def _error() -> str:
+    kind, value, _ = sys.exc_info()
+    return f"{kind.__name__}: {str(value).strip()[:300]}"
+
+
+def main() -> None:
+    requests = os.fdopen(os.dup(0), "r")
+    replies = os.fdopen(os.dup(1), "w")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+
+    def reply(message: dict) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    namespace = {"__name__": "__main__"}
+    errors = {}
+    for index, source in enumerate(json.loads(requests.readline())["cells"]):
+        try:
+            exec(compile(source, f"<cell {index}>", "exec"), namespace)
+        except BaseException:  # a submission may raise anything, SystemExit included
+            errors[index] = _error()
+    reply({"ready": True, "errors": errors})
+
+    for line in requests:
+        request = json.loads(line)
+        k = request["id"]
+        scope = dict(namespace)
+        scope.update(request["scalars"])
+        for name in request["arrays"]:
+            scope[name] = torch.from_numpy(np.load(f"in-{k}-{name}.npy", allow_pickle=False))
+        try:
+            exec(compile(request["code"], f"<probe {k}>", "exec"), scope)
+            arrays = _flatten(scope["result"])
+            for i, array in enumerate(arrays):
+                np.save(f"out-{k}-{i}.npy", array, allow_pickle=False)
+            reply({"id": k, "outputs": len(arrays)})
+        except BaseException:
+            reply({"id": k, "error": _error()})
+            traceback.clear_frames(sys.exc_info()[2])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Throughput of the course grader against plain, sequential ``nbgrader autograde``.
+
+    PYTHONPATH=. python bench/grading.py            # 40 submissions of every assignment
+    PYTHONPATH=. python bench/grading.py --quick    # 2 submissions of norms (smoke test)
+
+Each synthetic submission is the released notebook with every answer cell
+either the reference or left as the stub (70 / 30, seeded), so scores vary.
+The baseline is nbgrader's own command, ``nbgrader autograde <assignment>``,
+one assignment after another, kernels unconfined. The course grader
+(``autograder.grade``) does more per notebook: a sandboxed kernel,
+out-of-process verification and feedback HTML, with one worker per core.
+Both grade the same files in fresh course folders; release is not timed for
+the baseline and is timed for the course grader. The ratio is from this one
+run, and the two graders' scores are compared submission by submission.
+"""
+import argparse
+import inspect
+import importlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+
+from autograder import course
+from autograder.grade import grade
+
+
+def synthetic(assignment: str, rng: random.Random) -> nbformat.NotebookNode:
+    notebook = nbformat.read(course.EXERCISES / f"{assignment}.ipynb", as_version=4)
+    module = importlib.import_module(f"solutions.{assignment}")
+    for cell in notebook.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and rng.random() < 0.7:
+            cell.source = inspect.getsource(getattr(module, meta["grade_id"]))
+    return notebook
+
+
+def nbgrader_sequential(root: Path, assignments: list[str], students: list[str]) -> dict:
+    """Seconds spent in ``nbgrader autograde``, and the scores it gave."""
+    shutil.copyfile(course.HERE / "nbgrader_config.py", root / "nbgrader_config.py")
+    for assignment in assignments:
+        course.release(root, assignment)
+    seconds = 0.0
+    for assignment in assignments:
+        t0 = time.perf_counter()
+        subprocess.run(["nbgrader", "autograde", assignment, "--create", "--force",
+                        f"--CourseDirectory.root={root}"], cwd=root, check=True,
+                       capture_output=True)
+        seconds += time.perf_counter() - t0
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        scores = {(s.student.id, a): s.score for a in assignments
+                  for s in gradebook.find_assignment(a).submissions}
+    return {"seconds": seconds, "scores": scores}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-assignment", type=int, default=40)
+    parser.add_argument("--assignments", nargs="*", default=course.ASSIGNMENTS)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--quick", action="store_true", help="2 submissions of norms")
+    args = parser.parse_args()
+    if args.quick:
+        args.per_assignment, args.assignments = 2, ["norms"]
+    rng = random.Random(0)
+    students = [f"student{i:03d}" for i in range(args.per_assignment)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for student in students:
+            for assignment in args.assignments:
+                notebook = synthetic(assignment, rng)
+                for place in (tmp / "class" / student, tmp / "nbgrader" / "submitted" / student):
+                    (place / assignment).mkdir(parents=True, exist_ok=True)
+                    nbformat.write(notebook, place / assignment / f"{assignment}.ipynb")
+        n = len(students) * len(args.assignments)
+        print(f"grading {len(students)} submissions x {len(args.assignments)} assignments = {n} "
+              f"notebooks on {os.cpu_count()} cores (load average {os.getloadavg()[0]:.2f})")
+        baseline = nbgrader_sequential(tmp / "nbgrader", args.assignments, students)
+        t0 = time.perf_counter()
+        rows = grade(tmp / "class", tmp / "out" / "grades.csv", course_dir=tmp / "course",
+                     workers=args.workers)
+        ours = time.perf_counter() - t0
+    print(f"{'grader':<40} {'seconds':>9} {'notebooks/min':>14}")
+    print(f"{'nbgrader autograde, sequential':<40} {baseline['seconds']:9.1f} "
+          f"{60 * n / baseline['seconds']:14.1f}")
+    print(f"{f'course grader, {args.workers} workers':<40} {ours:9.1f} {60 * n / ours:14.1f}")
+    print(f"throughput ratio (course grader / nbgrader): {baseline['seconds'] / ours:.2f}")
+    agree = sum(baseline["scores"].get((r["student_id"], r["assignment"])) == r["score"]
+                for r in rows)
+    print(f"scores agree on {agree}/{n} submissions")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

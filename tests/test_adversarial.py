@@ -1,0 +1,259 @@
+"""Submissions that attack the grader, graded as one class, each with its exact outcome.
+
+Every attack is a norms notebook (15 points) whose answer cells are the
+reference (``{}``), the stub (``STUB``) or hostile code. The class also holds an
+honest student, whose full marks show that no attack reached another
+submission. The grader runs sandboxed with a short cell timeout.
+"""
+import csv
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+
+import nbformat
+import pytest
+
+from autograder import sandbox
+from autograder.template import ROOT
+from test_grading import flagged, points_per_item, reference, submission, total
+
+pytestmark = [pytest.mark.xdist_group("adversarial"),
+              pytest.mark.skipif(sandbox.unavailable() is not None,
+                                 reason=f"no sandbox here: {sandbox.unavailable()}")]
+
+STUB = None
+TIMEOUT = 15
+ITEMS = list(points_per_item("norms"))
+
+
+def answers(**cells):
+    """Answer cells: the reference for every item not named, ``STUB`` for the stub."""
+    released = {c.metadata["nbgrader"]["grade_id"]: c.source
+                for c in nbformat.read(ROOT / "exercises" / "norms.ipynb", as_version=4).cells
+                if c.metadata.get("nbgrader", {}).get("solution")}
+    return {item: released[item] if cells.get(item, "") is STUB
+            else cells.get(item) or reference("norms", item) for item in ITEMS}
+
+
+def before(item, code):
+    return textwrap.dedent(code) + "\n" + reference("norms", item)
+
+
+def after(item, code):
+    return reference("norms", item) + "\n" + textwrap.dedent(code)
+
+
+def body(item, code):
+    """The reference with ``code`` as the first lines of the function body."""
+    source = reference("norms", item)
+    marker = "    ### BEGIN SOLUTION\n"
+    assert marker in source
+    return source.replace(marker, textwrap.indent(textwrap.dedent(code), "    ") + marker, 1)
+
+
+def notebook_with(cells, edit=None):
+    nb = submission("norms", cells)
+    if edit:
+        edit(nb.cells)
+    return nbformat.writes(nb)
+
+
+def _test_index(cells, item):
+    return next(i for i, c in enumerate(cells)
+                if c.metadata.get("nbgrader", {}).get("grade_id") == f"test_{item}")
+
+
+def _delete_test(cells):
+    del cells[_test_index(cells, "layer_norm")]
+
+
+def _blank_test(cells):
+    cells[_test_index(cells, "batch_norm")].source = "pass"
+
+
+def _move_test_first(cells):
+    cells.insert(2, cells.pop(_test_index(cells, "instance_norm")))
+
+
+class Server:
+    """A TCP server on the grader's loopback that counts connections."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port, self.connections = self.socket.getsockname()[1], 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            connection, _ = self.socket.accept()
+            self.connections += 1
+            connection.close()
+
+
+def attacks(course, server):
+    """student -> (notebook text, lost items or "autograde failed", flagged items)."""
+    gradebook, solutions = course / "gradebook.db", ROOT / "solutions" / "norms.py"
+    source = course / "source" / "norms" / "norms.ipynb"
+    everything = set(ITEMS)
+    return {
+        "honest": (notebook_with(answers()), set(), set()),
+        # the notebook's checks hold aliases taken before any answer ran; verification
+        # does not use the kernel at all
+        "patches_comparisons": (notebook_with(answers(batch_norm=after("batch_norm", """
+            import numpy, torch
+            torch.allclose = lambda *args, **kwargs: True
+            torch.testing.assert_close = lambda *args, **kwargs: None
+            numpy.testing.assert_allclose = lambda *args, **kwargs: None
+            numpy.allclose = lambda *args, **kwargs: True
+            def batch_norm(input, *args, **kwargs):
+                return input
+            """))), {"batch_norm", "BatchNorm2d"}, set()),
+        # empties every later cell, tests included: the notebook passes them all, the
+        # worker (plain exec, no IPython) finds the stubs
+        "input_transformer": (notebook_with(answers(
+            batch_norm=after("batch_norm",
+                             "get_ipython().input_transformers_post.append(lambda lines: [])"),
+            layer_norm=STUB, instance_norm=STUB, group_norm=STUB, BatchNorm2d=STUB,
+            batch_norm_backward=STUB)),
+            everything - {"batch_norm"}, everything - {"batch_norm"}),
+        "imports_solutions": (notebook_with(answers(
+            batch_norm="from solutions.norms import batch_norm\n")),
+            {"batch_norm", "BatchNorm2d"}, set()),
+        # each answer works only if the file it reads is visible
+        "reads_course_files": (notebook_with(answers(
+            batch_norm=f"exec(open({str(solutions)!r}).read())\n",
+            layer_norm=before("layer_norm", f"open({str(ROOT / 'autograder' / 'templates' / 'norms.md')!r}).read()"),
+            instance_norm=before("instance_norm", f"open({str(source)!r}).read()"),
+            group_norm=before("group_norm", f"open({str(gradebook)!r}, 'rb').read()"))),
+            {"batch_norm", "layer_norm", "instance_norm", "group_norm", "BatchNorm2d"}, set()),
+        "rewrites_gradebook": (notebook_with(answers(batch_norm=before("batch_norm", f"""
+            import sqlite3
+            with sqlite3.connect({str(gradebook)!r}) as db:
+                db.execute("update grade set manual_score = 0")
+            """))), {"batch_norm", "BatchNorm2d"}, set()),
+        "writes_outside": (notebook_with(answers(batch_norm=before("batch_norm", f"""
+            open({str(ROOT / 'solutions' / 'HACKED')!r}, "w").write("x")
+            """))), {"batch_norm", "BatchNorm2d"}, set()),
+        "opens_network": (notebook_with(answers(layer_norm=before("layer_norm", f"""
+            import socket
+            socket.create_connection(("127.0.0.1", {server.port}), timeout=5).close()
+            """))), {"layer_norm"}, set()),
+        "calls_builtin": (notebook_with(answers(layer_norm=body("layer_norm", """
+            return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
+            """))), {"layer_norm"}, {"layer_norm"}),
+        "edits_test": (notebook_with(answers(batch_norm=STUB), _blank_test),
+                       {"batch_norm", "BatchNorm2d"}, set()),
+        "deletes_test": (notebook_with(answers(layer_norm=STUB), _delete_test), {"layer_norm"}, set()),
+        "reorders_tests": (notebook_with(answers(instance_norm=STUB), _move_test_first),
+                           {"instance_norm"}, set()),
+        "infinite_loop": (notebook_with(answers(batch_norm=body("batch_norm", "while True: pass\n"))),
+                          {"batch_norm", "BatchNorm2d"}, set()),
+        "swallows_interrupt": (notebook_with(answers(layer_norm=body("layer_norm", """
+            import time
+            while True:
+                try:
+                    time.sleep(0.1)
+                except KeyboardInterrupt:
+                    pass
+            """))), "autograde failed", set()),
+        "exits": (notebook_with(answers(instance_norm=body("instance_norm", "import os; os._exit(0)\n"))),
+                  "autograde failed", set()),
+        "memory_bomb": (notebook_with(answers(group_norm=body("group_norm", """
+            hoard = []
+            while True:
+                hoard.append(bytearray(1 << 28))
+            """))), {"group_norm"}, set()),
+        "fork_bomb": (notebook_with(answers(batch_norm_backward=body("batch_norm_backward", """
+            import os
+            for _ in range(100000):
+                if os.fork() == 0:
+                    import time; time.sleep(60); os._exit(0)
+            """))), {"batch_norm_backward"}, set()),
+        "floods_output": (notebook_with(answers(layer_norm=after("layer_norm", """
+            line = "x" * 1023
+            for _ in range(1 << 20):
+                print(line)
+            """))), set(), set()),
+        "warns_but_correct": (notebook_with(answers(layer_norm=body("layer_norm", """
+            import sys, warnings
+            warnings.warn("a student warning")
+            warnings.warn("deprecated", DeprecationWarning)
+            print("debug output", file=sys.stderr)
+            """))), set(), set()),
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adversarial")
+    course, submissions, server = root / "course", root / "submissions", Server()
+    expected = attacks(course, server)
+    for student, (text, _, _) in expected.items():
+        path = submissions / student / "norms" / "norms.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    for student, name, text in [
+            ("corrupt", "norms.ipynb", (ROOT / "exercises" / "norms.ipynb").read_text()[:3000]),
+            ("not_a_notebook", "norms.ipynb", json.dumps({"cells": "none", "nbformat": 4})),
+            ("empty_file", "norms.ipynb", ""),
+            ("wrong_name", "homework.ipynb", (ROOT / "exercises" / "norms.ipynb").read_text())]:
+        (submissions / student).mkdir()
+        (submissions / student / name).write_text(text)
+    (submissions / "empty_folder").mkdir()
+    out = root / "out" / "grades.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
+         "--course-dir", str(course), "--timeout", str(TIMEOUT)],
+        capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out) as handle:
+        rows = {row["student_id"]: row for row in csv.DictReader(handle)}
+    return rows, expected, server, out.parent
+
+
+STUDENTS = ["honest", "patches_comparisons", "input_transformer", "imports_solutions",
+            "reads_course_files", "rewrites_gradebook", "writes_outside", "opens_network",
+            "calls_builtin", "edits_test", "deletes_test", "reorders_tests", "infinite_loop",
+            "swallows_interrupt", "exits", "memory_bomb", "fork_bomb", "floods_output",
+            "warns_but_correct"]
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_attack_scores_exactly(graded, student):
+    rows, expected, _, _ = graded
+    _, lost, flags = expected[student]
+    row = rows[student]
+    assert float(row["max_score"]) == total("norms")
+    if lost == "autograde failed":
+        assert row["status"].startswith("autograde failed:"), row["status"]
+        assert float(row["score"]) == 0
+        return
+    points = points_per_item("norms")
+    assert float(row["score"]) == total("norms") - sum(points[i] for i in lost), row["status"]
+    assert row["status"].startswith("graded") and flagged(row["status"]) == flags, row["status"]
+
+
+def test_stopped_kernels_are_named(graded):
+    rows, _, _, _ = graded
+    assert "ignored the interrupt" in rows["swallows_interrupt"]["status"]
+
+
+@pytest.mark.parametrize("student, status", [
+    ("corrupt", "corrupt notebook:"), ("not_a_notebook", "corrupt notebook:"),
+    ("empty_file", "corrupt notebook:"), ("wrong_name", "missing notebook:"),
+    ("empty_folder", "missing notebook:")])
+def test_unusable_submissions_get_rows(graded, student, status):
+    rows, _, _, _ = graded
+    assert rows[student]["status"].startswith(status)
+    assert float(rows[student]["score"]) == 0
+
+
+def test_nothing_escaped(graded):
+    _, _, server, out_dir = graded
+    assert server.connections == 0
+    assert not (ROOT / "solutions" / "HACKED").exists()
+    feedback = out_dir / "feedback" / "floods_output" / "norms.html"
+    assert feedback.stat().st_size < 8 << 20, "the gigabyte of output reached the feedback"

@@ -1,0 +1,154 @@
+"""Grading bookkeeping: refusing to run unsandboxed, resuming after a crash,
+re-grading only what changed, parallel workers, on SQLite and on PostgreSQL.
+
+PostgreSQL: the server at $DLBB_POSTGRES_URL (default: the local one `.ci/run`
+starts). Outside CI a missing server skips those tests with a warning; in CI
+(``CI`` set) it fails them.
+"""
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+
+import nbformat
+import pytest
+import sqlalchemy as sa
+from nbgrader.api import Gradebook
+
+from autograder import grade as grading, sandbox
+from autograder.template import ROOT
+from test_grading import FIXTURES, submission, total
+
+pytestmark = pytest.mark.xdist_group("bookkeeping")
+POSTGRES = os.environ.get("DLBB_POSTGRES_URL", "postgresql+psycopg://dlbb:dlbb@127.0.0.1:5432/postgres")
+
+
+def test_refuses_to_grade_unsandboxed(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "unavailable", lambda: "bwrap not found")
+    with pytest.raises(grading.GradingError, match="bwrap not found.*--unsafe-no-sandbox"):
+        grading.grade(tmp_path, tmp_path / "grades.csv", course_dir=tmp_path / "course")
+
+
+def test_command_line_refusal_is_one_clear_line(tmp_path):
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no bwrap on PATH
+    result = subprocess.run([sys.executable, "-m", "autograder", "grade", str(tmp_path),
+                             "--out", str(tmp_path / "g.csv"), "--course-dir", str(tmp_path / "c")],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "cannot sandbox submissions" in result.stderr and "--unsafe-no-sandbox" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gradebook.db'}"
+        return
+    server = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect():
+            pass
+    except sa.exc.OperationalError as error:
+        message = f"no PostgreSQL server at {POSTGRES}: {str(error).splitlines()[0]}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        warnings.warn(message)
+        pytest.skip(message)
+    name = f"dlbb_{uuid.uuid4().hex[:12]}"
+    with server.connect() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield sa.make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
+    with server.connect() as connection:
+        connection.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    server.dispose()
+
+
+def hand_in(folder, student, fixture):
+    path = folder / student / "norms" / "norms.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(submission("norms", FIXTURES["norms"][fixture][0]), path)
+    return path
+
+
+def expected_score(fixture):
+    lost = FIXTURES["norms"][fixture][1]
+    from test_grading import points_per_item
+    return total("norms") - sum(points_per_item("norms")[item] for item in lost)
+
+
+def graded_at(course, student):
+    """When the student's notebook was last autograded (None: never)."""
+    path = course / "autograded" / student / "norms" / "norms.ipynb"
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def read_csv(path):
+    with open(path) as handle:
+        return {row["student_id"]: row for row in csv.DictReader(handle)}
+
+
+def gradebook_scores(db_url):
+    with Gradebook(db_url) as gradebook:
+        return {s.student.id: s.score for s in gradebook.find_assignment("norms").submissions}
+
+
+def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
+    folder, course, out = tmp_path / "in", tmp_path / "course", tmp_path / "out" / "grades.csv"
+    class_ = {"ann": "reference", "bob": "untouched", "cy": "wrong_axes", "dee": "eps_outside_sqrt"}
+    for student, fixture in class_.items():
+        hand_in(folder, student, fixture)
+    command = [sys.executable, "-m", "autograder", "grade", str(folder), "--out", str(out),
+               "--course-dir", str(course), "--db", db_url, "--workers", "2"]
+
+    # a crash: the grader is killed once the first submission is recorded
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (course / "ledger.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_before = {s for s in class_ if graded_at(course, s)}
+    recorded = {s for s in class_ if f"{s}/norms" in (course / "ledger.json").read_text()}
+    assert recorded and recorded <= done_before
+
+    stamps = {s: graded_at(course, s) for s in recorded}
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    assert {s: graded_at(course, s) for s in recorded} == stamps, "recorded work was redone"
+    rows = read_csv(out)
+    assert {s: float(rows[s]["score"]) for s in class_} == {
+        s: expected_score(f) for s, f in class_.items()}
+    assert gradebook_scores(db_url) == {s: expected_score(f) for s, f in class_.items()}
+
+    # nothing changed: nothing is graded; a late submission and a new attempt are
+    stamps = {s: graded_at(course, s) for s in class_}
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    assert {s: graded_at(course, s) for s in class_} == stamps
+    hand_in(folder, "bob", "reference")
+    hand_in(folder, "eve", "biased_running_var")
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    regraded = {s for s in class_ if graded_at(course, s) != stamps[s]}
+    assert regraded == {"bob"}
+    final = {**{s: expected_score(f) for s, f in class_.items()},
+             "bob": total("norms"), "eve": expected_score("biased_running_var")}
+    rows = read_csv(out)
+    assert {s: float(r["score"]) for s, r in rows.items()} == final
+    assert gradebook_scores(db_url) == final  # one submission per student: nothing counted twice
+    assert {s: r["status"] for s, r in rows.items()} == {s: "graded" for s in final}
+
+
+def test_bench_quick_prints_a_ratio_from_its_own_times():
+    result = subprocess.run([sys.executable, "bench/grading.py", "--quick"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    times = [float(m) for m in re.findall(r"^(?:nbgrader|course).*?\s(\d+\.\d)\s+\d+\.\d$",
+                                          result.stdout, re.M)]
+    ratio = float(re.search(r"throughput ratio .*: (\d+\.\d+)", result.stdout).group(1))
+    assert len(times) == 2 and ratio == pytest.approx(times[0] / times[1], abs=0.02)
+    assert "scores agree on 2/2 submissions" in result.stdout

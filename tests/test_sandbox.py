@@ -1,0 +1,127 @@
+"""The sandbox and the verification worker, piece by piece (the whole grader is
+attacked in test_adversarial.py)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import nbformat
+import numpy as np
+import pytest
+
+from autograder import sandbox, verify
+from autograder.template import ROOT
+from test_grading import released, submission
+
+pytestmark = pytest.mark.skipif(sandbox.unavailable() is not None,
+                                reason=f"no sandbox here: {sandbox.unavailable()}")
+UID = sandbox.own_uid()
+
+
+def run_sandboxed(tmp_path, code, limits=sandbox.Limits()):
+    argv = sandbox.command([sys.executable, "-c", textwrap.dedent(code)], uid=UID,
+                           writable=[tmp_path], cwd=tmp_path, limits=limits)
+    sandbox.give(tmp_path, UID)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_sees_only_the_environment_and_its_folder(tmp_path):
+    seen = run_sandboxed(tmp_path, f"""
+        import json, os, sys
+        def writable(path):
+            try:
+                open(path, "w").close()
+                return True
+            except OSError:
+                return False
+        print(json.dumps({{
+            "uid": os.getuid(), "root": sorted(os.listdir("/")),
+            "course": os.path.exists({str(ROOT / 'solutions')!r}),
+            "templates": os.path.exists({str(ROOT / 'autograder' / 'templates')!r}),
+            "own_folder": writable("mine.txt"), "tmp": writable("/tmp/x"),
+            "environment": writable(os.path.join(sys.prefix, "x")), "etc": writable("/etc/x"),
+        }}))
+    """)
+    assert seen["uid"] == UID
+    assert not seen["course"] and not seen["templates"]
+    assert seen["own_folder"] and seen["tmp"]
+    assert not seen["environment"] and not seen["etc"]
+    assert set(seen["root"]) <= {"usr", "bin", "lib", "lib64", "sbin", "etc", "dev", "proc", "tmp",
+                                 *{p.parts[1] for p in sandbox._readable_roots()},
+                                 tmp_path.parts[1]}
+
+
+def test_no_network_and_limits_apply(tmp_path):
+    limits = sandbox.Limits(memory=2 << 30, cpu_seconds=30, processes=16, file_size=1 << 20)
+    seen = run_sandboxed(tmp_path, """
+        import json, os, resource, socket
+        def fails(action):
+            try:
+                action()
+                return False
+            except OSError:
+                return True
+        print(json.dumps({
+            "dns": fails(lambda: socket.getaddrinfo("pypi.org", 443)),
+            "interfaces": sorted(name for _, name in socket.if_nameindex()),
+            "limits": [resource.getrlimit(r)[0] for r in (resource.RLIMIT_AS, resource.RLIMIT_CPU,
+                       resource.RLIMIT_NPROC, resource.RLIMIT_FSIZE)],
+            "big_file": fails(lambda: open("big", "wb").write(b"x" * (2 << 20))),
+        }))
+    """, limits)
+    assert seen["dns"] and seen["interfaces"] == ["lo"]
+    assert seen["limits"] == [2 << 30, 30, 16, 1 << 20]
+    assert seen["big_file"]
+
+
+def test_verification_runs_the_released_setup_not_the_submitted_one(tmp_path):
+    notebook = submission("norms", {})
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "setup":
+            cell.source = "raise SystemExit('edited setup')"
+    path = tmp_path / "norms.ipynb"
+    nbformat.write(notebook, path)
+    code = verify.notebook_code(released("norms"), path)
+    assert "edited setup" not in "".join(code)
+    assert not any(verify.verify("norms", released("norms"), path, uid=UID).values())
+
+
+def test_outputs_are_never_unpickled(tmp_path):
+    smuggler = textwrap.dedent("""
+        import numpy
+        def save(path, array, allow_pickle=False):
+            with open(path, "wb") as handle:
+                numpy.lib.format.write_array(handle, numpy.array([print], dtype=object),
+                                             allow_pickle=True)
+        numpy.save = save
+    """)
+    notebook = submission("norms", {})
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "batch_norm":
+            cell.source += "\n" + smuggler
+    path = tmp_path / "norms.ipynb"
+    nbformat.write(notebook, path)
+    verdicts = verify.verify("norms", released("norms"), path, uid=UID)
+    assert all("allow_pickle=False" in verdict for verdict in verdicts.values()), verdicts
+
+
+def test_compare_names_what_differs():
+    probe = verify.Probe("", lambda rng: {})
+    a = np.zeros((2, 3))
+    assert verify.compare([a], [a.copy()], probe) is None
+    assert verify.compare([a, a], [a], probe) == "returned 2 tensors, expected 1"
+    assert verify.compare([a.astype(np.float32)], [a], probe) == \
+        "output 0: float32[2, 3], expected float64[2, 3]"
+    assert verify.compare([a + 1e-3], [a], probe) == "output 0: wrong values"
+
+
+def test_every_graded_item_has_probes():
+    for assignment in ("norms", "resnet", "atrous", "deformable", "gan", "roi"):
+        items = {cell.metadata["nbgrader"]["grade_id"]
+                 for cell in nbformat.read(released(assignment), as_version=4).cells
+                 if cell.metadata.get("nbgrader", {}).get("solution")}
+        probes = verify.probes(assignment)
+        assert set(probes) == items, assignment
+        assert all(probes[item] for item in items), assignment
