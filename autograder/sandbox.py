@@ -3,10 +3,9 @@
 A sandboxed process sees the Python environment read-only, the folders it is
 given read-write, a private /tmp, and nothing else: no network, no course
 files, no gradebook, no other students. It runs as an unprivileged uid (one
-per grading worker) with limits on address space, CPU time, processes and
+per grading process) with limits on address space, CPU time, processes and
 file size. ``SandboxedKernelManager`` starts Jupyter kernels that way, talking
-to the grader over Unix sockets (the sandbox has no network, not even
-loopback).
+to the grader over Unix sockets (the sandbox's network namespace is empty).
 """
 import asyncio
 import os
@@ -32,10 +31,6 @@ def own_uid() -> int:
     return UID_BASE + os.getpid()
 
 
-class SandboxError(RuntimeError):
-    pass
-
-
 @dataclass(frozen=True)
 class Limits:
     memory: int = 6 * 2**30      # address space per process, bytes
@@ -48,7 +43,8 @@ class Limits:
 def _readable_roots() -> list[Path]:
     """The Python environment: the venv, its base interpreter, the system libraries."""
     roots = {Path("/usr"), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    return sorted(p for p in roots if p.is_dir())
+    return sorted(p for p in roots if p.is_dir() and not any(p.is_relative_to(r) and p != r
+                                                             for r in roots))
 
 
 def _dirs_above(paths) -> list[Path]:
@@ -56,32 +52,43 @@ def _dirs_above(paths) -> list[Path]:
     return sorted(above, key=lambda p: len(p.parts))
 
 
-def command(argv: list[str], *, uid: int, writable: list[Path], cwd: Path,
-            limits: Limits = Limits(), env: dict | None = None) -> list[str]:
-    """The bwrap command line that runs ``argv`` in a sandbox as ``uid``."""
-    readable = [p for p in _readable_roots() if not any(p.is_relative_to(r) and p != r
-                                                         for r in _readable_roots())]
-    writable = [Path(p).resolve() for p in writable]
+def command(argv: list[str], *, uid: int, cwd: Path, writable: dict | None = None,
+            readonly: list[Path] = (), limits: Limits = Limits(),
+            env: dict | None = None) -> list[str]:
+    """The bwrap command line that runs ``argv`` in a sandbox as ``uid``.
+
+    ``writable`` maps folders of the host to the paths the sandbox sees them at;
+    ``readonly`` folders are seen read-only at their own paths. Nothing the
+    grader later writes or reads back as root may live in a writable folder:
+    the sandbox could have swapped it for a symlink.
+    """
+    system = _readable_roots()
+    readonly = [Path(p).resolve() for p in readonly]
+    writable = {Path(host).resolve(): Path(inside) for host, inside in (writable or {}).items()}
     # Jupyter interrupts a kernel by signalling its process group: bwrap itself
     # must survive SIGINT (the kernel inside sets its own handler).
-    bwrap = ["env", "--ignore-signal=INT", "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-             "--unshare-uts", "--unshare-cgroup-try", "--tmpfs", "/"]
+    bwrap = ["env", "--ignore-signal=INT", "bwrap", "--die-with-parent", "--unshare-pid",
+             "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+             "--tmpfs", "/"]
     for name in ("bin", "lib", "lib64", "sbin"):
         if Path(f"/{name}").is_symlink():
             bwrap += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
-    for directory in _dirs_above(readable):
+    for directory in _dirs_above(system):
         bwrap += ["--perms", "0755", "--dir", str(directory)]
-    for path in readable:
+    for path in system:
         bwrap += ["--ro-bind", str(path), str(path)]
     if Path("/etc/fonts").is_dir():
         bwrap += ["--ro-bind", "/etc/fonts", "/etc/fonts"]
     bwrap += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
               "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
-    for directory in _dirs_above(writable):  # after /tmp: the folders may lie under it
-        if not any(directory.is_relative_to(r) for r in readable):
+    # after /tmp, since the folders may lie under it
+    for directory in _dirs_above(readonly + list(writable.values())):
+        if not any(directory.is_relative_to(r) for r in system):
             bwrap += ["--perms", "0755", "--dir", str(directory)]
-    for path in writable:
-        bwrap += ["--bind", str(path), str(path)]
+    for path in readonly:
+        bwrap += ["--ro-bind", str(path), str(path)]
+    for host, inside in writable.items():
+        bwrap += ["--bind", str(host), str(inside)]
     bwrap += ["--chdir", str(Path(cwd).resolve()), "--clearenv"]
     environment = {"HOME": "/tmp", "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin",
                    "LANG": "C.UTF-8", "MPLCONFIGDIR": "/tmp", "OMP_NUM_THREADS": "1",
@@ -111,8 +118,8 @@ def unavailable() -> str | None:
     if missing:
         return f"{', '.join(missing)} not found (Debian: apt-get install bubblewrap util-linux)"
     with tempfile.TemporaryDirectory() as tmp:
-        probe = command([sys.executable, "-c", "print('ok')"], uid=own_uid(),
-                        writable=[Path(tmp)], cwd=Path(tmp))
+        probe = command([sys.executable, "-c", "print('ok')"], uid=own_uid(), cwd=Path(tmp),
+                        readonly=[Path(tmp)])
         result = subprocess.run(probe, capture_output=True, text=True)
     if result.stdout.strip() != "ok":
         return f"bwrap cannot start a sandbox here: {result.stderr.strip()[:300]}"
@@ -122,12 +129,12 @@ def unavailable() -> str | None:
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel in a sandbox that sees the notebook's folder and the Python environment.
 
-    The kernel talks over Unix sockets in a private run folder; the notebook's
-    folder (the kernel's working directory) is handed to the sandbox's uid.
+    The kernel talks over Unix sockets in a private run folder. Its working
+    directory is a scratch copy of the notebook's folder, mounted at the
+    folder's path: nbgrader later writes the graded notebook into the real
+    folder as root, which the kernel therefore never holds.
     """
     uid = Integer(help="uid the kernel runs as (default: own_uid())").tag(config=True)
-    memory = Integer(Limits.memory).tag(config=True)
-    cpu_seconds = Integer(Limits.cpu_seconds).tag(config=True)
 
     @default("uid")
     def _uid_default(self):
@@ -146,11 +153,11 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None):
         argv = super().format_kernel_cmd(extra_arguments)
+        scratch = self._run_dir / "cwd"
+        shutil.copytree(self._cwd, scratch, symlinks=True)
         give(self._run_dir, self.uid)
-        give(self._cwd, self.uid)
-        limits = Limits(memory=self.memory, cpu_seconds=self.cpu_seconds)
-        return command(argv, uid=self.uid, writable=[self._run_dir, self._cwd], cwd=self._cwd,
-                       limits=limits, env={"NBGRADER_EXECUTION": "autograde"})
+        return command(argv, uid=self.uid, cwd=self._cwd, env={"NBGRADER_EXECUTION": "autograde"},
+                       writable={self._run_dir: self._run_dir, scratch: self._cwd})
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart)

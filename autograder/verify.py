@@ -11,12 +11,14 @@ live in ``autograder/probes/<assignment>.py``: a snippet of code that sets
 the reference module's.
 """
 import importlib
+import itertools
 import json
 import os
 import secrets
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -105,23 +107,31 @@ class ProbeError(RuntimeError):
 
 
 class Worker:
-    """One sandboxed worker process holding one submission's code."""
+    """One sandboxed worker process holding one submission's code.
+
+    Inputs go to ``inbox/``, which the sandbox sees read-only; outputs come
+    back through ``outbox/``, the only folder it may write, and are opened
+    without following symlinks.
+    """
 
     def __init__(self, cells: list[str], *, uid: int, sandboxed: bool, timeout: float):
         self.dir = Path(tempfile.mkdtemp(prefix="dlbb-verify-"))
+        self.inbox, self.outbox = self.dir / "inbox", self.dir / "outbox"
+        self.inbox.mkdir()
+        self.outbox.mkdir()
         self.timeout = timeout
-        script = self.dir / "worker.py"
-        shutil.copyfile(WORKER, script)
-        argv = [sys.executable, "-I", str(script)]
+        shutil.copyfile(WORKER, self.inbox / "worker.py")
+        argv = [sys.executable, "-I", str(self.inbox / "worker.py"), str(self.inbox)]
         if sandboxed:
-            sandbox.give(self.dir, uid)
-            argv = sandbox.command(argv, uid=uid, writable=[self.dir], cwd=self.dir)
-        self.process = subprocess.Popen(argv, cwd=self.dir, stdin=subprocess.PIPE,
+            sandbox.give(self.outbox, uid)
+            argv = sandbox.command(argv, uid=uid, cwd=self.outbox, readonly=[self.inbox],
+                                   writable={self.outbox: self.outbox})
+        self.process = subprocess.Popen(argv, cwd=self.outbox, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
         try:
             self._send({"cells": cells})
-            self.errors = self._receive()["errors"]
+            self._receive()
         except (WorkerError, ValueError):
             self.close()
             raise
@@ -151,18 +161,23 @@ class Worker:
     def run(self, k: int, probe: Probe, inputs: dict) -> list[np.ndarray]:
         arrays, scalars = _split(inputs)
         for name, array in arrays.items():
-            np.save(self.dir / f"in-{k}-{name}.npy", array, allow_pickle=False)
+            np.save(self.inbox / f"in-{k}-{name}.npy", array, allow_pickle=False)
         self._send({"id": k, "code": probe.code, "scalars": scalars, "arrays": sorted(arrays)})
         answer = self._receive()
         if "error" in answer:
             raise ProbeError(answer["error"])
-        outputs = []
-        for i in range(int(answer["outputs"])):
-            path = self.dir / f"out-{k}-{i}.npy"
-            if not path.is_file() or path.stat().st_size > MAX_ARRAY_BYTES:
-                raise WorkerError(f"output {i} is missing or too large")
-            outputs.append(np.load(path, allow_pickle=False))
-        return outputs
+        return [self._output(f"out-{k}-{i}.npy") for i in range(int(answer["outputs"]))]
+
+    def _output(self, name: str) -> np.ndarray:
+        try:
+            fd = os.open(self.outbox / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            raise WorkerError(f"{name} is missing or not a plain file") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ARRAY_BYTES:
+                raise WorkerError(f"{name} is not a plain file of at most {MAX_ARRAY_BYTES} bytes")
+            return np.load(handle, allow_pickle=False)
 
     def close(self) -> None:
         try:
@@ -179,12 +194,12 @@ def verify(assignment: str, release: Path, submitted: Path, *, uid: int | None =
     fresh random inputs, else what went wrong."""
     cells, uid = notebook_code(release, submitted), uid or sandbox.own_uid()
     rng = np.random.default_rng(secrets.randbits(64))
-    verdicts, worker = {}, None
+    verdicts, worker, ids = {}, None, itertools.count()
     try:
         for item, item_probes in probes(assignment).items():
             verdicts[item] = None
-            for k, probe in enumerate(item_probes):
-                inputs = probe.inputs(rng)
+            for probe in item_probes:
+                k, inputs = next(ids), probe.inputs(rng)
                 wanted = expected(assignment, probe, inputs)
                 try:
                     worker = worker or Worker(cells, uid=uid, sandboxed=sandboxed, timeout=timeout)

@@ -1,7 +1,8 @@
 """The sandboxed side of out-of-process verification; run as a script, in a sandbox.
 
 Protocol: JSON lines on stdin, JSON lines on stdout, arrays as ``.npy`` files
-in the working directory (never pickle). The first request is
+(never pickle): inputs in the read-only folder given as the argument, outputs
+in the working directory. The first request is
 ``{"cells": [source, ...]}``: the notebook's code, run in one namespace, each
 cell on its own so one broken cell does not hide the rest. Every later request
 is ``{"id": k, "code": source, "scalars": {...}, "arrays": [name, ...]}``: the
@@ -38,6 +39,7 @@ def _error() -> str:
 
 
 def main() -> None:
+    inbox = sys.argv[1]
     requests = os.fdopen(os.dup(0), "r")
     replies = os.fdopen(os.dup(1), "w")
     null = os.open(os.devnull, os.O_RDWR)
@@ -63,7 +65,8 @@ def main() -> None:
         scope = dict(namespace)
         scope.update(request["scalars"])
         for name in request["arrays"]:
-            scope[name] = torch.from_numpy(np.load(f"in-{k}-{name}.npy", allow_pickle=False))
+            scope[name] = torch.from_numpy(np.load(os.path.join(inbox, f"in-{k}-{name}.npy"),
+                                                   allow_pickle=False))
         try:
             exec(compile(request["code"], f"<probe {k}>", "exec"), scope)
             arrays = _flatten(scope["result"])

@@ -16,13 +16,10 @@ import threading
 import nbformat
 import pytest
 
-from autograder import sandbox
 from autograder.template import ROOT
 from test_grading import flagged, points_per_item, reference, submission, total
 
-pytestmark = [pytest.mark.xdist_group("adversarial"),
-              pytest.mark.skipif(sandbox.unavailable() is not None,
-                                 reason=f"no sandbox here: {sandbox.unavailable()}")]
+pytestmark = pytest.mark.xdist_group("adversarial")
 
 STUB = None
 TIMEOUT = 15
@@ -93,7 +90,7 @@ class Server:
             connection.close()
 
 
-def attacks(course, server):
+def attacks(course, server, victim):
     """student -> (notebook text, lost items or "autograde failed", flagged items)."""
     gradebook, solutions = course / "gradebook.db", ROOT / "solutions" / "norms.py"
     source = course / "source" / "norms" / "norms.ipynb"
@@ -137,6 +134,17 @@ def attacks(course, server):
         "writes_outside": (notebook_with(answers(batch_norm=before("batch_norm", f"""
             open({str(ROOT / 'solutions' / 'HACKED')!r}, "w").write("x")
             """))), {"batch_norm", "BatchNorm2d"}, set()),
+        # the grader writes the graded notebook and reads the worker's outputs as root:
+        # neither may follow a link the submission planted
+        "plants_symlinks": (notebook_with(answers(batch_norm=after("batch_norm", f"""
+            import os
+            for name in os.listdir("."):
+                os.remove(name)
+                os.symlink({str(victim)!r}, name)
+            for k in range(50):
+                for i in range(8):
+                    os.symlink({str(victim)!r}, f"out-{{k}}-{{i}}.npy")
+            """))), everything, everything),
         "opens_network": (notebook_with(answers(layer_norm=before("layer_norm", f"""
             import socket
             socket.create_connection(("127.0.0.1", {server.port}), timeout=5).close()
@@ -190,7 +198,9 @@ def attacks(course, server):
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("adversarial")
     course, submissions, server = root / "course", root / "submissions", Server()
-    expected = attacks(course, server)
+    victim = root / "victim.txt"
+    victim.write_text("untouched")
+    expected = attacks(course, server, victim)
     for student, (text, _, _) in expected.items():
         path = submissions / student / "norms" / "norms.ipynb"
         path.parent.mkdir(parents=True)
@@ -211,11 +221,12 @@ def graded(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out) as handle:
         rows = {row["student_id"]: row for row in csv.DictReader(handle)}
-    return rows, expected, server, out.parent
+    return rows, expected, server, victim, out.parent
 
 
 STUDENTS = ["honest", "patches_comparisons", "input_transformer", "imports_solutions",
-            "reads_course_files", "rewrites_gradebook", "writes_outside", "opens_network",
+            "reads_course_files", "rewrites_gradebook", "writes_outside", "plants_symlinks",
+            "opens_network",
             "calls_builtin", "edits_test", "deletes_test", "reorders_tests", "infinite_loop",
             "swallows_interrupt", "exits", "memory_bomb", "fork_bomb", "floods_output",
             "warns_but_correct"]
@@ -223,7 +234,7 @@ STUDENTS = ["honest", "patches_comparisons", "input_transformer", "imports_solut
 
 @pytest.mark.parametrize("student", STUDENTS)
 def test_attack_scores_exactly(graded, student):
-    rows, expected, _, _ = graded
+    rows, expected, _, _, _ = graded
     _, lost, flags = expected[student]
     row = rows[student]
     assert float(row["max_score"]) == total("norms")
@@ -237,7 +248,7 @@ def test_attack_scores_exactly(graded, student):
 
 
 def test_stopped_kernels_are_named(graded):
-    rows, _, _, _ = graded
+    rows, _, _, _, _ = graded
     assert "ignored the interrupt" in rows["swallows_interrupt"]["status"]
 
 
@@ -246,14 +257,15 @@ def test_stopped_kernels_are_named(graded):
     ("empty_file", "corrupt notebook:"), ("wrong_name", "missing notebook:"),
     ("empty_folder", "missing notebook:")])
 def test_unusable_submissions_get_rows(graded, student, status):
-    rows, _, _, _ = graded
+    rows, _, _, _, _ = graded
     assert rows[student]["status"].startswith(status)
     assert float(rows[student]["score"]) == 0
 
 
 def test_nothing_escaped(graded):
-    _, _, server, out_dir = graded
+    _, _, server, victim, out_dir = graded
     assert server.connections == 0
+    assert victim.read_text() == "untouched"
     assert not (ROOT / "solutions" / "HACKED").exists()
     feedback = out_dir / "feedback" / "floods_output" / "norms.html"
     assert feedback.stat().st_size < 8 << 20, "the gigabyte of output reached the feedback"
