@@ -15,9 +15,14 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
+CACHE = $(BOOK_OUT)/_build/.jupyter_cache
+
 # Jupyter Book exits 0 when a cell fails; -W --keep-going turns every failing
 # cell and every warning into a non-zero exit, after reporting them all.
+# Cached outputs are keyed on code only: they go when the pinned packages change.
 book: $(BIN)/.installed
+	@cmp -s requirements.txt $(CACHE)/requirements.txt || \
+	  { rm -rf $(CACHE) && mkdir -p $(CACHE) && cp requirements.txt $(CACHE)/; }
 	$(BIN)/jupyter-book build $(BOOK_SRC) --path-output $(BOOK_OUT) --warningiserror --keep-going
 
 test: $(BIN)/.installed

@@ -1,7 +1,57 @@
-"""One thread per test process: the tensors in these tests are tiny, `make test` runs two
-xdist workers on two cores, and more threads than cores made some tests ten times slower."""
+"""Shared by the whole suite.
+
+- One thread per test process: the tensors in these tests are tiny, `make test` runs two
+  xdist workers on two cores, and more threads than cores made some tests ten times slower.
+- The built book (`html`): one `make book` per test session, shared by test_book.py and
+  test_browser.py (both in xdist group "book", so in the same worker).
+"""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
 torch.set_num_threads(1)
 threadpool_limits(1)  # scikit-learn's BLAS and OpenMP pools
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILT_BOOK = "DLBB_BUILT_BOOK"
+
+
+def make_book(src: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", "book", f"BOOK_SRC={src}", f"BOOK_OUT={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="session")
+def html(tmp_path_factory):
+    """The book built by `make book` into a temporary folder: its ``_build/html``.
+
+    Built once per test session (about 5 minutes). To test a book built earlier instead,
+    set ``DLBB_BUILT_BOOK`` to its ``_build/html``; nothing is built then. For example, to
+    run the browser test alone against the book `make book` left in the checkout::
+
+        DLBB_BUILT_BOOK=_build/html .venv/bin/python -m pytest tests/test_browser.py
+
+    The tests then check that build, however stale it is.
+    """
+    if os.environ.get(BUILT_BOOK):
+        built = Path(os.environ[BUILT_BOOK]).resolve()
+        assert (built / "index.html").is_file(), f"{BUILT_BOOK}={built}: no built book there (no index.html)"
+        return built
+    out = tmp_path_factory.mktemp("book")
+    result = make_book(ROOT, out)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return out / "_build" / "html"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say where test_browser.py saved its screenshots (its report carries the folder, so
+    this works under xdist too)."""
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        for name, value in getattr(report, "user_properties", ()):
+            if name == "screenshots":
+                terminalreporter.write_line(f"Screenshots of the built book: {value}")
+                return

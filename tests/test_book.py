@@ -1,28 +1,19 @@
 """The book builds with `make book`, every chapter executed, and shows no secrets."""
 import html as html_module
+import json
 import re
+import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_book  # the `html` fixture (the built book) is in conftest too
 from tests.test_autograder import solution_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.xdist_group("book")
-
-
-def make_book(src: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", "book", f"BOOK_SRC={src}", f"BOOK_OUT={out}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
-
-
-@pytest.fixture(scope="module")
-def html(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    result = make_book(ROOT, out)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return out / "_build" / "html"
 
 
 def test_chapters_and_exercise_pages_are_built(html):
@@ -195,7 +186,6 @@ def visible_text(page: str) -> str:
 
 
 def test_built_html_holds_no_solution_or_hidden_test(html):
-    assert not (html / "_sources").exists(), "html_copy_source must stay off"
     lines = [line for module in sorted((ROOT / "solutions").glob("*.py"))
              for line in solution_lines(module)]
     for path in html.rglob("*"):
@@ -203,8 +193,8 @@ def test_built_html_holds_no_solution_or_hidden_test(html):
             continue
         text = path.read_text(errors="ignore")
         assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text, path
-        if path.suffix == ".html":
-            shown = visible_text(text)
+        if path.suffix in {".html", ".md", ".ipynb"}:  # pages and their downloadable sources
+            shown = visible_text(text) if path.suffix == ".html" else text
             leaked = [line for line in lines if line in shown]
             assert not leaked, f"{path}: {leaked[:3]}"
 
@@ -219,3 +209,28 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     result = make_book(tmp_path, tmp_path)
     assert result.returncode != 0
     assert "boom" in (tmp_path / "_build/html/reports/page.err.log").read_text()
+
+
+def test_each_chapter_keeps_its_stated_cpu_budget(html):
+    """Each chapter states what running it costs; its build took at most 2.5 times that
+    (the suite builds the book while other tests load the machine)."""
+    with sqlite3.connect(html.parent / ".jupyter_cache" / "global.db") as db:
+        runtimes = {Path(uri).stem: json.loads(data)["execution_seconds"]
+                    for uri, data in db.execute("SELECT uri, data FROM nbcache")}
+    for chapter in ["norms", "resnet", "atrous", "deformable", "roi", "gan"]:
+        stated = re.search(r"Running this page's code takes about (\d+) s",
+                           (ROOT / "book" / f"{chapter}.md").read_text())
+        assert stated, f"book/{chapter}.md does not state its CPU budget"
+        assert runtimes[chapter] <= 2.5 * int(stated.group(1)), (
+            f"book/{chapter}.md took {runtimes[chapter]:.0f} s to run; it states "
+            f"about {stated.group(1)} s")
+
+
+def test_book_bench_quick_prints_a_ratio_of_its_own_times():
+    result = subprocess.run([sys.executable, "bench/book.py", "--quick"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    clean, rebuild = (float(m) for m in re.findall(r"^(?:clean|cached).*?\s(\d+\.\d)\s+\d+$",
+                                                   result.stdout, re.M))
+    ratio = float(re.search(r"rebuild / clean: (\d+\.\d+)", result.stdout).group(1))
+    assert ratio == pytest.approx(rebuild / clean, rel=0.05)  # the times print rounded
