@@ -73,20 +73,16 @@ def command(argv: list[str], *, uid: int, cwd: Path, writable: dict | None = Non
     for name in ("bin", "lib", "lib64", "sbin"):
         if Path(f"/{name}").is_symlink():
             bwrap += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
-    for directory in _dirs_above(system):
-        bwrap += ["--perms", "0755", "--dir", str(directory)]
-    for path in system:
+    bwrap += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
+              "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
+    # after /tmp: the environment and the folders may lie under it
+    for directory in _dirs_above(system + readonly + list(writable.values())):
+        if not any(directory.is_relative_to(r) for r in system):
+            bwrap += ["--perms", "0755", "--dir", str(directory)]
+    for path in system + readonly:
         bwrap += ["--ro-bind", str(path), str(path)]
     if Path("/etc/fonts").is_dir():
         bwrap += ["--ro-bind", "/etc/fonts", "/etc/fonts"]
-    bwrap += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
-              "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
-    # after /tmp, since the folders may lie under it
-    for directory in _dirs_above(readonly + list(writable.values())):
-        if not any(directory.is_relative_to(r) for r in system):
-            bwrap += ["--perms", "0755", "--dir", str(directory)]
-    for path in readonly:
-        bwrap += ["--ro-bind", str(path), str(path)]
     for host, inside in writable.items():
         bwrap += ["--bind", str(host), str(inside)]
     bwrap += ["--chdir", str(Path(cwd).resolve()), "--clearenv"]

@@ -113,6 +113,7 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
+    assert (course / "ledger.json").exists(), "the grader recorded no submission in 300 s"
     done_before = {s for s in class_ if graded_at(course, s)}
     recorded = {s for s in class_ if f"{s}/norms" in (course / "ledger.json").read_text()}
     assert recorded and recorded <= done_before
