@@ -22,7 +22,7 @@ from nbgrader.api import Gradebook
 
 from autograder import grade as grading, sandbox
 from autograder.template import ROOT
-from test_grading import FIXTURES, submission, total
+from test_grading import FIXTURES, points_per_item, submission, total
 
 pytestmark = pytest.mark.xdist_group("bookkeeping")
 POSTGRES = os.environ.get("DLBB_POSTGRES_URL", "postgresql+psycopg://dlbb:dlbb@127.0.0.1:5432/postgres")
@@ -77,7 +77,6 @@ def hand_in(folder, student, fixture):
 
 def expected_score(fixture):
     lost = FIXTURES["norms"][fixture][1]
-    from test_grading import points_per_item
     return total("norms") - sum(points_per_item("norms")[item] for item in lost)
 
 

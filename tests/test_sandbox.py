@@ -7,7 +7,6 @@ import textwrap
 
 import nbformat
 import numpy as np
-import pytest
 
 from autograder import sandbox, verify
 from autograder.template import ROOT

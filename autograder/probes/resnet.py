@@ -1,5 +1,4 @@
 """Probes of the residual-network exercise."""
-import numpy as np
 
 from ..verify import Probe
 from . import MODULE_HELPERS as HELPERS
