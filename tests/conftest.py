@@ -29,7 +29,7 @@ def make_book(src: Path, out: Path) -> subprocess.CompletedProcess:
 def html(tmp_path_factory):
     """The book built by `make book` into a temporary folder: its ``_build/html``.
 
-    Built once per test session (about 5 minutes). To test a book built earlier instead,
+    Built once per test session (about 3 minutes). To test a book built earlier instead,
     set ``DLBB_BUILT_BOOK`` to its ``_build/html``; nothing is built then. For example, to
     run the browser test alone against the book `make book` left in the checkout::
 

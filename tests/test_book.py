@@ -200,15 +200,20 @@ def test_built_html_holds_no_solution_or_hidden_test(html):
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):
-    (tmp_path / "_config.yml").write_text("title: t\nexecute:\n  execute_notebooks: force\n")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
-    (tmp_path / "page.md").write_text(
+    """The chapter fails where `make book` runs it into the cache, and again in the build."""
+    (tmp_path / "_config.yml").write_text(
+        "title: t\nexecute:\n  execute_notebooks: cache\n  timeout: 60\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book/page.md").write_text(
         "---\njupytext:\n  text_representation:\n    format_name: myst\n"
         "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n"
-        "# Page\n\n```{code-cell}\nraise ValueError('boom')\n```\n")
+        "# Page\n\nRunning this page's code takes about 1 s.\n\n"
+        "```{code-cell}\nraise ValueError('boom')\n```\n")
     result = make_book(tmp_path, tmp_path)
     assert result.returncode != 0
-    assert "boom" in (tmp_path / "_build/html/reports/page.err.log").read_text()
+    assert "excepted:\n- " in result.stdout, "make book did not run the page before the build"
+    assert "boom" in (tmp_path / "_build/html/reports/book/page.err.log").read_text()
 
 
 def test_each_chapter_keeps_its_stated_cpu_budget(html):
