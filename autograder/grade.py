@@ -204,6 +204,19 @@ def _release(course_dir: Path, assignments: set, db_url: str) -> None:
             course.release(course_dir, assignment, db_url)
 
 
+def _forget(db_url: str, feedback_dir: Path, ungraded: list[tuple[str, str]]) -> None:
+    """Drop the gradebook entry and feedback of each (student, assignment) whose latest
+    attempt was not graded: an earlier attempt's score must not outlive the CSV's 0."""
+    with Gradebook(db_url) as gradebook:
+        for student, assignment in ungraded:
+            try:
+                gradebook.remove_submission(assignment, student)
+            except MissingEntry:
+                pass
+    for student, assignment in ungraded:
+        (feedback_dir / student / f"{assignment}.html").unlink(missing_ok=True)
+
+
 def _scores(db_url: str, graded: list[tuple]) -> list[tuple[float, float]]:
     """(score, max_score) of every (submission, status), read in one gradebook session."""
     with Gradebook(db_url) as gradebook:
@@ -272,6 +285,8 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
                 if statuses[key].startswith("graded"):
                     ledger.record(key, dict(jobs[key][1], status=statuses[key]))
     graded = [(s, statuses[f"{s.student}/{s.assignment}"]) for s in found]
+    _forget(db_url, feedback_dir, [(s.student, s.assignment) for s, status in graded
+                                   if not status.startswith("graded")])
     rows = [dict(student_id=s.student, assignment=s.assignment, score=round(score, 2),
                  max_score=round(max_score, 2), status=status, notebook=s.relative,
                  notebooks_found=s.notebooks_found)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from html.parser import HTMLParser
 
 import nbformat
 import pytest
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.xdist_group("adversarial")
 
 STUB = None
 TIMEOUT = 15
+STOLEN = "window.dlbbStolen"  # what a script planted in feedback would set
 ITEMS = list(points_per_item("norms"))
 
 
@@ -73,6 +75,31 @@ def _blank_test(cells):
 
 def _move_test_first(cells):
     cells.insert(2, cells.pop(_test_index(cells, "instance_norm")))
+
+
+def _add_script_markdown(cells):
+    cells.insert(1, nbformat.v4.new_markdown_cell(f"<script>{STOLEN} = 'markdown'</script>"))
+
+
+class Runnable(HTMLParser):
+    """What a browser would run of a page: scripts, event handlers, javascript: links."""
+
+    def __init__(self, page):
+        super().__init__()
+        self.code, self._in_script = [], False
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.code += [value for name, value in attrs if value and (
+            name.startswith("on") or value.strip().lower().startswith("javascript:"))]
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.code.append(data)
 
 
 class Server:
@@ -185,6 +212,12 @@ def attacks(course, server, victim):
             for _ in range(1 << 20):
                 print(line)
             """))), set(), set()),
+        # the instructor opens every feedback page: nothing a submission displays may run there
+        "scripts_feedback": (notebook_with(answers(layer_norm=after("layer_norm", f"""
+            from IPython.display import HTML, Javascript, display
+            display(HTML("<script>{STOLEN} = 'html'</script><img src=x onerror=\\"{STOLEN} = 'img'\\">"))
+            display(Javascript("{STOLEN} = 'javascript'"))
+            """)), _add_script_markdown), set(), set()),
         "warns_but_correct": (notebook_with(answers(layer_norm=body("layer_norm", """
             import sys, warnings
             warnings.warn("a student warning")
@@ -229,7 +262,7 @@ STUDENTS = ["honest", "patches_comparisons", "input_transformer", "imports_solut
             "opens_network",
             "calls_builtin", "edits_test", "deletes_test", "reorders_tests", "infinite_loop",
             "swallows_interrupt", "exits", "memory_bomb", "fork_bomb", "floods_output",
-            "warns_but_correct"]
+            "scripts_feedback", "warns_but_correct"]
 
 
 @pytest.mark.parametrize("student", STUDENTS)
@@ -269,3 +302,10 @@ def test_nothing_escaped(graded):
     assert not (ROOT / "solutions" / "HACKED").exists()
     feedback = out_dir / "feedback" / "floods_output" / "norms.html"
     assert feedback.stat().st_size < 8 << 20, "the gigabyte of output reached the feedback"
+
+
+def test_feedback_runs_no_submitted_script(graded):
+    _, _, _, _, out_dir = graded
+    page = (out_dir / "feedback" / "scripts_feedback" / "norms.html").read_text()
+    assert "dlbbStolen" in page, "the submission's outputs are missing from its feedback"
+    assert not [code for code in Runnable(page).code if "dlbbStolen" in code]

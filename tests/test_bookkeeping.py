@@ -141,6 +141,16 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
     assert gradebook_scores(db_url) == final  # one submission per student: nothing counted twice
     assert {s: r["status"] for s, r in rows.items()} == {s: "graded" for s in final}
 
+    # a broken new attempt: its 0 replaces the earlier grade in the gradebook too
+    feedback = out.parent / "feedback" / "cy" / "norms.html"
+    assert feedback.is_file()
+    (folder / "cy" / "norms" / "norms.ipynb").write_text("{ not json")
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    rows = read_csv(out)
+    assert rows["cy"]["status"].startswith("corrupt notebook") and float(rows["cy"]["score"]) == 0
+    assert gradebook_scores(db_url) == {s: v for s, v in final.items() if s != "cy"}
+    assert not feedback.exists(), "the earlier attempt's feedback outlived it"
+
 
 def test_bench_quick_prints_a_ratio_from_its_own_times():
     result = subprocess.run([sys.executable, "bench/grading.py", "--quick"], cwd=ROOT,

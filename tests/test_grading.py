@@ -118,6 +118,10 @@ FIXTURES = {
         "imports_reference": (
             {"BasicBlock": "from solutions.resnet import BasicBlock\n"},
             {"BasicBlock", "ResNet"}),
+        "always_zero_init": (
+            {"ResNet": edited("resnet", "ResNet", "        if zero_init_residual:\n",
+                              "        if True:\n")},
+            {"ResNet"}),
     },
     "atrous": {
         "reference": ({}, set()),

@@ -47,7 +47,9 @@ PROBES = {
               lambda rng: _batch(rng, dims=int(rng.integers(3, 6)))),
     ],
     "group_norm": [
-        Probe("result = group_norm(x, groups, w, b, 1e-5)", _groups),
+        # an eps far above 1e-5 tells sqrt(var + eps) from sqrt(var) + eps on every draw
+        Probe("result = group_norm(x, groups, w, b, eps)",
+              lambda rng: dict(_groups(rng), eps=float(rng.uniform(0.05, 0.5)))),
         Probe("result = group_norm(x, 1)", _groups),
     ],
     "BatchNorm2d": [

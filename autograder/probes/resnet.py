@@ -39,11 +39,13 @@ result = [isinstance(layer, nn.Sequential), torch.tensor([block.args for block i
 # (conv std within 10% of kaiming's fan_out std; BN weights 1, but 0 for the last
 # BN of each block with zero_init_residual, and biases 0).
 RESNET = HELPERS + """
+bn_state = lambda m: {k: t.clone() for k, t in m.state_dict().items()
+                      if t.dim() == 1 and not k.startswith("fc.")}
 m = ResNet(block, layers, classes, zero_init_residual=True).double()
 state = m.state_dict()
 stds = [abs(float(t.std()) * (t[:, 0].numel() / 2) ** 0.5 - 1) < 0.1
         for _, t in sorted(state.items()) if t.dim() == 4]
-bn = {k: t.clone() for k, t in state.items() if t.dim() == 1 and not k.startswith("fc.")}
+bn = [bn_state(m), bn_state(ResNet(block, layers, classes).double())]
 fill(m, seed)
 out = m(x)
 grad = torch.autograd.grad(out, m.conv1.weight, g)[0]
