@@ -103,7 +103,7 @@ def _count_verified(job: Job, verdicts: dict) -> str:
             grade.manual_score = 0.0 if verdict and grade.auto_score else None
             grade.needs_manual_grade = False
             if passed and verdict:
-                flags.append(f"{item} passes in the notebook but fails fresh inputs ({verdict[:80]})")
+                flags.append(f"{item} passes in the notebook but fails fresh inputs ({verdict[:120]})")
             elif not passed and not verdict:
                 flags.append(f"{item} fails in the notebook but passes fresh inputs")
         gradebook.db.commit()

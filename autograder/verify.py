@@ -73,8 +73,8 @@ def _split(inputs: dict) -> tuple[dict, dict]:
     return arrays, {k: v for k, v in inputs.items() if k not in arrays}
 
 
-def expected(assignment: str, probe: Probe, inputs: dict) -> list[np.ndarray]:
-    """What the reference computes for ``probe`` on ``inputs``."""
+def expected(assignment: str, probe: Probe, inputs: dict) -> list[tuple[str, np.ndarray]]:
+    """What the reference computes for ``probe`` on ``inputs``: (where in ``result``, array)."""
     import torch
 
     from .worker import _flatten
@@ -86,15 +86,16 @@ def expected(assignment: str, probe: Probe, inputs: dict) -> list[np.ndarray]:
     return _flatten(scope["result"])
 
 
-def compare(actual: list[np.ndarray], wanted: list[np.ndarray], probe: Probe) -> str | None:
+def compare(actual: list[np.ndarray], wanted: list[tuple[str, np.ndarray]],
+            probe: Probe) -> str | None:
     """Why ``actual`` is not ``wanted``, or None when it is."""
     if len(actual) != len(wanted):
         return f"returned {len(actual)} tensors, expected {len(wanted)}"
-    for i, (a, w) in enumerate(zip(actual, wanted)):
+    for a, (name, w) in zip(actual, wanted):
         if a.shape != w.shape or a.dtype != w.dtype:
-            return f"output {i}: {a.dtype}{list(a.shape)}, expected {w.dtype}{list(w.shape)}"
+            return f"{name}: {a.dtype}{list(a.shape)}, expected {w.dtype}{list(w.shape)}"
         if not np.allclose(a, w, rtol=probe.rtol, atol=probe.atol, equal_nan=True):
-            return f"output {i}: wrong values"
+            return f"{name}: wrong values"
     return None
 
 

@@ -21,16 +21,17 @@ import numpy as np
 import torch
 
 
-def _flatten(value) -> list:
+def _flatten(value, path: str = "result") -> list[tuple[str, np.ndarray]]:
+    """Every tensor or number in ``value``, in a fixed order, with where it sits."""
     if isinstance(value, torch.Tensor):
-        return [value.detach().cpu().resolve_conj().numpy()]
+        return [(path, value.detach().cpu().resolve_conj().numpy())]
     if isinstance(value, (bool, int, float)):
-        return [np.asarray(value)]
+        return [(path, np.asarray(value))]
     if isinstance(value, (tuple, list)):
-        return [array for item in value for array in _flatten(item)]
+        return [pair for i, item in enumerate(value) for pair in _flatten(item, f"{path}[{i}]")]
     if isinstance(value, dict):
-        return [array for key in sorted(value) for array in _flatten(value[key])]
-    raise TypeError(f"result holds a {type(value).__name__}, not tensors or numbers")
+        return [pair for key in sorted(value) for pair in _flatten(value[key], f"{path}[{key!r}]")]
+    raise TypeError(f"{path} is a {type(value).__name__}, not tensors or numbers")
 
 
 def _error() -> str:
@@ -70,7 +71,7 @@ def main() -> None:
         try:
             exec(compile(request["code"], f"<probe {k}>", "exec"), scope)
             arrays = _flatten(scope["result"])
-            for i, array in enumerate(arrays):
+            for i, (_, array) in enumerate(arrays):
                 np.save(f"out-{k}-{i}.npy", array, allow_pickle=False)
             reply({"id": k, "outputs": len(arrays)})
         except BaseException:

@@ -7,9 +7,12 @@ import textwrap
 
 import nbformat
 import numpy as np
+import pytest
+import torch
 
 from autograder import sandbox, verify
 from autograder.template import ROOT
+from autograder.worker import _flatten
 from test_grading import released, submission
 
 UID = sandbox.own_uid()
@@ -107,11 +110,20 @@ def test_outputs_are_never_unpickled(tmp_path):
 def test_compare_names_what_differs():
     probe = verify.Probe("", lambda rng: {})
     a = np.zeros((2, 3))
-    assert verify.compare([a], [a.copy()], probe) is None
-    assert verify.compare([a, a], [a], probe) == "returned 2 tensors, expected 1"
-    assert verify.compare([a.astype(np.float32)], [a], probe) == \
-        "output 0: float32[2, 3], expected float64[2, 3]"
-    assert verify.compare([a + 1e-3], [a], probe) == "output 0: wrong values"
+    wanted = [("result[0]", a), ("result[1]['layer1.0.bn2.weight']", a.copy())]
+    assert verify.compare([a, a], wanted, probe) is None
+    assert verify.compare([a], wanted, probe) == "returned 1 tensors, expected 2"
+    assert verify.compare([a, a.astype(np.float32)], wanted, probe) == \
+        "result[1]['layer1.0.bn2.weight']: float32[2, 3], expected float64[2, 3]"
+    assert verify.compare([a + 1e-3, a], wanted, probe) == "result[0]: wrong values"
+
+
+def test_outputs_are_named_by_where_they_sit_in_result():
+    result = (torch.ones(2), {"b": 1.5, "a": [torch.zeros(1), True]})
+    assert [name for name, _ in _flatten(result)] == [
+        "result[0]", "result[1]['a'][0]", "result[1]['a'][1]", "result[1]['b']"]
+    with pytest.raises(TypeError, match=r"result\[1\] is a str"):
+        _flatten((1, "x"))
 
 
 def test_every_graded_item_has_probes():
