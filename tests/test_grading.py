@@ -198,6 +198,12 @@ FIXTURES = {
             {"Discriminator": edited("gan", "Discriminator", "nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),",
                                      "nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(),")},
             {"Discriminator"}),
+        "one_d_pass": (
+            {"train_step": edited("gan", "train_step",
+                                  "    loss_d = discriminator_loss(D(real), D(fake.detach()))\n",
+                                  "    both = D(torch.cat([real, fake.detach()]))\n"
+                                  "    loss_d = discriminator_loss(both[:len(real)], both[len(real):])\n")},
+            {"train_step"}),
         "generator_against_old_d": (
             {"train_step": edited("gan", "train_step", "    loss_d.backward()\n    opt_d.step()\n",
                                   "    loss_d.backward()\n    loss_g = generator_loss(D(fake))\n"
@@ -364,6 +370,7 @@ def test_feedback_per_student_without_hidden_tests(graded):
     ("calls_bce", "gan", "calls torch.nn.functional.binary_cross_entropy_with_logits"),
     ("log_of_sigmoid", "gan", "use softplus"),
     ("sigmoid_left_in", "gan", "leave out the example's final Sigmoid"),
+    ("one_d_pass", "gan", "in two separate passes of D"),
     ("half_to_even", "roi", "you rounded half to even"),
     ("sub_cell_corners", "roi", "samples sit at the centres of the sub-cells"),
     ("shared_sample_grid", "roi", "each RoI has its own grid"),

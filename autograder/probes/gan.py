@@ -18,11 +18,12 @@ result = [layout(m), m(x), m.eval()(x2), dict(m.state_dict())]
 """
 
 # The template's tiny networks, so that train_step is checked apart from the
-# student's Generator and Discriminator.
+# student's Generator and Discriminator. D's BN tells one pass of D over real and
+# fakes together from the two separate passes the docstring asks for.
 TRAIN_STEP = HELPERS + """
 G = fill(nn.Sequential(nn.ConvTranspose2d(nz, 6, 4, 1, 0, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
                        nn.ConvTranspose2d(6, 1, 4, 2, 1, bias=False), nn.Tanh()).double(), seed)
-D = fill(nn.Sequential(nn.Conv2d(1, 6, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+D = fill(nn.Sequential(nn.Conv2d(1, 6, 4, 2, 1, bias=False), nn.BatchNorm2d(6), nn.LeakyReLU(0.2),
                        nn.Conv2d(6, 1, 4, 1, 0, bias=False), nn.Flatten(0)).double(), seed + 1)
 G.eval(), D.eval()
 if adam:
