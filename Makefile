@@ -19,9 +19,11 @@ CACHE = $(BOOK_OUT)/_build/.jupyter_cache
 # The pages with code, longest first by the budget each one states.
 CHAPTERS = $(shell grep -s -H -m1 -o "code takes about [0-9]* s" $(BOOK_SRC)/book/*.md | sort -t' ' -k4,4nr | cut -d: -f1)
 TIMEOUT = $(shell sed -n 's/^ *timeout: *//p' $(BOOK_SRC)/_config.yml)
+# How many chapters run at once. The test suite passes 1: it builds the book beside other tests.
+BOOK_JOBS ?= 2
 
 # Cached outputs are keyed on code only: they go when the pinned packages change.
-# The chapters run into the execution cache two at a time (each uses one thread),
+# The chapters run into the execution cache BOOK_JOBS at a time (each uses one thread),
 # and Jupyter Book renders them from there. Jupyter Book exits 0 when a cell
 # fails: a chapter that failed here runs again inside the build, where
 # -W --keep-going reports every failing cell and warning and exits non-zero.
@@ -29,7 +31,7 @@ book: $(BIN)/.installed
 	@cmp -s requirements.txt $(CACHE)/requirements.txt || \
 	  { rm -rf $(CACHE) && mkdir -p $(CACHE) && cp requirements.txt $(CACHE)/; }
 	printf '%s\n' $(CHAPTERS) | xargs -r $(BIN)/jcache notebook --cache-path $(CACHE) add --reader myst_nb_md
-	printf '%s\n' $(CHAPTERS) | xargs -r -P 2 -n 1 \
+	printf '%s\n' $(CHAPTERS) | xargs -r -P $(BOOK_JOBS) -n 1 \
 	  $(BIN)/jcache notebook --cache-path $(CACHE) execute --no-force --timeout $(TIMEOUT)
 	$(BIN)/jupyter-book build $(BOOK_SRC) --path-output $(BOOK_OUT) --warningiserror --keep-going
 
