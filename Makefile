@@ -1,14 +1,19 @@
-# Each target sets up .venv itself; nothing needs installing by hand.
+# Each target sets up what it needs itself: the Debian packages it lacks (tools/system.sh,
+# installed when run as root) and .venv with the pinned requirements.txt.
 VENV := .venv
 BIN := $(VENV)/bin
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 SUBMISSIONS ?= submissions
 OUT ?= grades/grades.csv
+COURSE ?= autograder
 BOOK_SRC ?= .
 BOOK_OUT ?= $(BOOK_SRC)
 
-.PHONY: book test release grade clean
+.PHONY: book test release grade clean system-book system-test system-grade
+
+system-book system-grade system-test:
+	@tools/system.sh $(@:system-%=%)
 
 $(BIN)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -27,7 +32,7 @@ BOOK_JOBS ?= 2
 # and Jupyter Book renders them from there. Jupyter Book exits 0 when a cell
 # fails: a chapter that failed here runs again inside the build, where
 # -W --keep-going reports every failing cell and warning and exits non-zero.
-book: $(BIN)/.installed
+book: system-book $(BIN)/.installed
 	@cmp -s requirements.txt $(CACHE)/requirements.txt || \
 	  { rm -rf $(CACHE) && mkdir -p $(CACHE) && cp requirements.txt $(CACHE)/; }
 	printf '%s\n' $(CHAPTERS) | xargs -r $(BIN)/jcache notebook --cache-path $(CACHE) add --reader myst_nb_md
@@ -35,14 +40,14 @@ book: $(BIN)/.installed
 	  $(BIN)/jcache notebook --cache-path $(CACHE) execute --no-force --timeout $(TIMEOUT)
 	$(BIN)/jupyter-book build $(BOOK_SRC) --path-output $(BOOK_OUT) --warningiserror --keep-going
 
-test: $(BIN)/.installed
+test: system-test $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 release: $(BIN)/.installed
 	$(BIN)/python -m autograder build
 
-grade: $(BIN)/.installed
-	$(BIN)/python -m autograder grade $(SUBMISSIONS) --out $(OUT)
+grade: system-grade $(BIN)/.installed
+	$(BIN)/python -m autograder grade $(SUBMISSIONS) --out $(OUT) --course-dir $(COURSE)
 
 clean:
 	rm -rf _build

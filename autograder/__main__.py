@@ -13,9 +13,11 @@ def main(argv=None) -> int:
     commands.add_parser("check", help="exercises/ current? solutions pass, stubs fail?")
     grade = commands.add_parser("grade", help="grade a folder or zip of submissions")
     grade.add_argument("submissions", type=Path,
-                       help="folder or zip with one folder per student holding the notebooks in any layout "
-                            "(e.g. <student_id>/<assignment>/<assignment>.ipynb); the latest "
-                            "notebook per assignment is graded")
+                       help="folder or zip with one folder per student (or a single folder holding "
+                            "those) with the notebooks in any layout (e.g. "
+                            "<student_id>/<assignment>/<assignment>.ipynb); a notebook is matched to "
+                            "its assignment by its cells' grade ids, else by its name, and the latest "
+                            "per assignment is graded")
     grade.add_argument("--out", type=Path, default=Path("grades.csv"),
                        help="grades CSV; per-student feedback HTML goes to feedback/ beside it")
     grade.add_argument("--course-dir", type=Path, default=course.HERE,

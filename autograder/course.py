@@ -4,6 +4,7 @@ A course directory is nbgrader's standard layout (``source/``, ``release/``,
 ``submitted/``, ``autograded/``, ``feedback/``, the gradebook); ``autograder/``
 itself is one, and the tests and the drift check use throwaway copies.
 """
+import importlib.metadata
 import os
 import shutil
 import sys
@@ -22,6 +23,10 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 EXERCISES = ROOT / "exercises"
 ASSIGNMENTS = sorted(path.stem for path in TEMPLATES.glob("*.md"))
+# The book's offline MathJax (sphinx-mathjax-offline). A feedback page two folders down
+# from where copy_mathjax put it loads it: nbgrader_config.py's MATHJAX.
+MATHJAX = Path(importlib.metadata.distribution("sphinx-mathjax-offline").locate_file(
+    "sphinx-mathjax-offline/static/mathjax"))
 
 # nbgrader shells out to `alembic` and kernels start as `python`: both must be
 # this environment's, also when it was not activated.
@@ -45,6 +50,13 @@ def api(course_dir: Path, db_url: str | None = None) -> NbGraderAPI:
     return NbGraderAPI(config=config(course_dir, db_url))
 
 
+def copy_mathjax(folder: Path) -> None:
+    """Put MathJax in ``folder``: for the feedback pages in its grandchildren's folders
+    (``<folder>/feedback/<student>/<a>.html``, or nbgrader's own
+    ``<folder>/<student>/<a>/<a>.html`` when ``folder`` is the course's feedback/)."""
+    shutil.copytree(MATHJAX, Path(folder) / "mathjax", dirs_exist_ok=True)
+
+
 def notebook_path(course_dir: Path, stage: str, assignment: str, student: str | None = None):
     parts = [stage] + ([student] if student else []) + [assignment, f"{assignment}.ipynb"]
     return Path(course_dir).joinpath(*parts)
@@ -56,6 +68,17 @@ def write_source(course_dir: Path, assignment: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(render(TEMPLATES / f"{assignment}.md"), path)
     return path
+
+
+def refresh_sources(course_dir: Path) -> list[Path]:
+    """Render the templates whose ``source/`` notebook in ``course_dir`` is missing or
+    older than anything a source is made from (templates, solutions, autograder code)."""
+    inputs = [p for folder in (TEMPLATES, ROOT / "solutions", HERE, HERE / "oracles")
+              for p in folder.iterdir() if p.suffix in (".md", ".py")]
+    newest = max(p.stat().st_mtime for p in inputs)
+    return [write_source(course_dir, a) for a in ASSIGNMENTS
+            if not notebook_path(course_dir, "source", a).is_file()
+            or notebook_path(course_dir, "source", a).stat().st_mtime < newest]
 
 
 def release(course_dir: Path, assignment: str, db_url: str | None = None) -> Path:

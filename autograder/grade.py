@@ -32,7 +32,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 
 from . import course, sandbox, verify
-from .intake import collect, unpack
+from .intake import collect, identities, unpack
 
 FIELDS = ["student_id", "assignment", "score", "max_score", "status", "notebook", "notebooks_found"]
 # nbgrader 0.9's gradebook code triggers these under SQLAlchemy 2: noise, not news.
@@ -57,13 +57,27 @@ class Job:
 
 
 def _read_notebook(path: Path) -> str | None:
-    """None when ``path`` is a readable, valid notebook, else the reason it is not."""
+    """None when ``path`` is a readable, valid notebook, else the reason it is not, in
+    one line that quotes nothing of the file."""
+    if path.stat().st_size == 0:
+        return "corrupt notebook: the file is empty"
     try:
         nbformat.validate(nbformat.read(path, as_version=4))
-    except Exception as error:  # any parse or schema failure is the student's file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"corrupt notebook: {type(error).__name__}: {first_line[:120]}"
+    except nbformat.reader.NotJSONError:
+        return "corrupt notebook: not valid JSON (a truncated upload, or not a notebook file)"
+    except nbformat.ValidationError as error:
+        where = "/".join(str(part) for part in error.absolute_path) or "the top level"
+        return f"corrupt notebook: JSON that breaks the notebook format at {where}"
+    except Exception:  # any other parse failure is the student's file too
+        return "corrupt notebook: JSON that is not a Jupyter notebook"
     return None
+
+
+def _answers(notebook: Path) -> dict[str, str]:
+    """The source of each answer cell, by grade id."""
+    return {cell.metadata["nbgrader"]["grade_id"]: cell.source.strip()
+            for cell in nbformat.read(notebook, as_version=4).cells
+            if cell.get("metadata", {}).get("nbgrader", {}).get("solution")}
 
 
 # -- in a worker process ------------------------------------------------------
@@ -92,9 +106,25 @@ def _api(job: Job):
     return _apis[key]
 
 
-def _count_verified(job: Job, verdicts: dict) -> str:
-    """Let an item count only when verification agrees; the status names disagreements."""
-    flags = []
+def _test_errors(job: Job) -> dict[str, str]:
+    """The one-line error (``ename: evalue``) of each failing grade cell of the autograded
+    notebook, by grade id."""
+    autograded = course.notebook_path(job.course_dir, "autograded", job.assignment, job.student)
+    errors = {}
+    for cell in nbformat.read(autograded, as_version=4).cells:
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            if output.get("output_type") == "error":
+                line = (f"{output.get('ename', '')}: {output.get('evalue', '')}".strip(": ")
+                        .splitlines() or [""])[0]
+                errors[cell.metadata.get("nbgrader", {}).get("grade_id")] = line[:120]
+    return errors
+
+
+def _count_verified(job: Job, verdicts: dict) -> list[str]:
+    """Let an item count only when verification agrees; for each disagreement, which
+    side failed on what (a bug that one side's inputs miss causes one as well as a
+    bypassed guard does)."""
+    flags, errors = [], None
     with Gradebook(job.db_url) as gradebook:
         for item, verdict in verdicts.items():
             grade = gradebook.find_grade(f"test_{item}", job.assignment, job.assignment,
@@ -103,11 +133,19 @@ def _count_verified(job: Job, verdicts: dict) -> str:
             grade.manual_score = 0.0 if verdict and grade.auto_score else None
             grade.needs_manual_grade = False
             if passed and verdict:
-                flags.append(f"{item} passes in the notebook but fails fresh inputs ({verdict[:120]})")
+                flags.append(f"{item} notebook tests passed, fresh-input check failed "
+                             f"({_one_line(verdict)})")
             elif not passed and not verdict:
-                flags.append(f"{item} fails in the notebook but passes fresh inputs")
+                errors = _test_errors(job) if errors is None else errors
+                why = _one_line(errors.get(f"test_{item}") or "no error shown")
+                flags.append(f"{item} notebook tests failed ({why}), fresh-input check passed")
         gradebook.db.commit()
-    return "graded" + ("; flagged: " + "; ".join(flags) if flags else "")
+    return flags
+
+
+def _one_line(text: str) -> str:
+    """``text`` fit for a part of a status: one line, no '; ', at most 120 characters."""
+    return " ".join(text.split()).replace("; ", ", ")[:120]
 
 
 def _failure(log: str) -> str:
@@ -131,7 +169,11 @@ def _grade(job: Job) -> str:
     release = course.notebook_path(job.course_dir, "release", job.assignment)
     verdicts = verify.verify(job.assignment, release, job.notebook, sandboxed=job.sandboxed,
                              timeout=job.timeout or 60)
-    status = _count_verified(job, verdicts)
+    flags = _count_verified(job, verdicts)
+    status = "graded"
+    if _answers(job.notebook).items() <= _answers(release).items():
+        status += "; untouched: no answer cell was changed"
+    status += ("; flagged: " + "; ".join(flags)) if flags else ""
     feedback = api.generate_feedback(job.assignment, job.student, force=True)
     html = course.notebook_path(job.course_dir, "feedback", job.assignment,
                                 job.student).with_suffix(".html")
@@ -174,21 +216,29 @@ class Ledger:
         self.path = path
         self.entries = json.loads(path.read_text()) if path.is_file() else {}
 
+    def forget(self, keys: list[str]) -> None:
+        if any(self.entries.pop(key, None) for key in keys):
+            self._write()
+
     def current(self, key: str, record: dict) -> dict | None:
         entry = self.entries.get(key)
         return entry if entry and all(entry.get(k) == v for k, v in record.items()) else None
 
     def record(self, key: str, entry: dict) -> None:
         self.entries[key] = entry
+        self._write()
+
+    def _write(self) -> None:
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
         os.replace(partial, self.path)  # a crash leaves the old ledger or the new one
 
 
-def _in_gradebook(db_url: str) -> set[tuple[str, str]]:
-    """(student, assignment) of every submission the gradebook holds."""
+def _in_gradebook(db_url: str) -> tuple[set[tuple[str, str]], set[str]]:
+    """(student, assignment) of every submission the gradebook holds, and every student."""
     with Gradebook(db_url) as gradebook:
-        return {(s.student.id, a.name) for a in gradebook.assignments for s in a.submissions}
+        return ({(s.student.id, a.name) for a in gradebook.assignments for s in a.submissions},
+                {student.id for student in gradebook.students})
 
 
 def _release(course_dir: Path, assignments: set, db_url: str) -> None:
@@ -204,17 +254,39 @@ def _release(course_dir: Path, assignments: set, db_url: str) -> None:
             course.release(course_dir, assignment, db_url)
 
 
-def _forget(db_url: str, feedback_dir: Path, ungraded: list[tuple[str, str]]) -> None:
-    """Drop the gradebook entry and feedback of each (student, assignment) whose latest
-    attempt was not graded: an earlier attempt's score must not outlive the CSV's 0."""
+def _forget(course_dir: Path, db_url: str, feedback_dir: Path, ledger: Ledger,
+            ungraded: list[tuple[str, str]], new_students: set[str]) -> None:
+    """Drop everything kept of each (student, assignment) whose latest attempt was not
+    graded (an earlier attempt's score must not outlive the CSV's 0): its gradebook
+    entry, course folders, ledger entry and feedback; and a student this run added to
+    the gradebook who is left with no submission."""
     with Gradebook(db_url) as gradebook:
         for student, assignment in ungraded:
             try:
                 gradebook.remove_submission(assignment, student)
             except MissingEntry:
                 pass
+        for student in new_students & {student for student, _ in ungraded}:
+            try:
+                if not gradebook.find_student(student).submissions:
+                    gradebook.remove_student(student)
+            except MissingEntry:
+                pass
     for student, assignment in ungraded:
+        for stage in ("submitted", "autograded", "feedback"):
+            folder = course.notebook_path(course_dir, stage, assignment, student).parent
+            shutil.rmtree(folder, ignore_errors=True)
+            _remove_if_empty(folder.parent)
         (feedback_dir / student / f"{assignment}.html").unlink(missing_ok=True)
+        _remove_if_empty(feedback_dir / student)
+    ledger.forget([f"{student}/{assignment}" for student, assignment in ungraded])
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _scores(db_url: str, graded: list[tuple]) -> list[tuple[float, float]]:
@@ -244,23 +316,27 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
     ``timeout`` overrides the seconds a notebook cell (and a verification probe) may take.
     """
     if sandboxed and (reason := sandbox.unavailable()):
-        raise GradingError(f"cannot sandbox submissions: {reason}. Grading untrusted code "
-                           f"unconfined lets it read the hidden tests and rewrite the "
-                           f"gradebook; pass --unsafe-no-sandbox to accept that risk.")
+        raise GradingError(f"cannot sandbox submissions: {reason}")
     course_dir, out = Path(course_dir).resolve(), Path(out).resolve()
     db_url = db_url or f"sqlite:///{course_dir / 'gradebook.db'}"
     feedback_dir = out.parent / "feedback"
     ledger = Ledger(course_dir / "ledger.json")
     with tempfile.TemporaryDirectory() as tmp:
-        found = collect(unpack(Path(submissions), Path(tmp)), course.ASSIGNMENTS)
+        released = {a: course.EXERCISES / f"{a}.ipynb" for a in course.ASSIGNMENTS}
+        found = collect(unpack(Path(submissions), Path(tmp)), identities(released))
         course_dir.mkdir(parents=True, exist_ok=True)
         _release(course_dir, {s.assignment for s in found}, db_url)
         graders = {a: _grader_sha(course_dir, a, sandboxed) for a in {s.assignment for s in found}}
-        statuses, jobs, in_gradebook = {}, {}, _in_gradebook(db_url)
+        statuses, jobs = {}, {}
+        in_gradebook, students_before = _in_gradebook(db_url)
         for s in found:
             key = f"{s.student}/{s.assignment}"
             if s.notebook is None:
                 statuses[key] = f"missing notebook: no notebook for {s.assignment} in {s.student}/"
+                if s.unmatched:
+                    statuses[key] += ("; notebooks that match no assignment: "
+                                      + ", ".join(s.unmatched[:5])
+                                      + (f" and {len(s.unmatched) - 5} more" if len(s.unmatched) > 5 else ""))
                 continue
             record = dict(db=db_url, grader=graders[s.assignment],
                           notebook=_sha(s.notebook.read_bytes()))
@@ -285,8 +361,11 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
                 if statuses[key].startswith("graded"):
                     ledger.record(key, dict(jobs[key][1], status=statuses[key]))
     graded = [(s, statuses[f"{s.student}/{s.assignment}"]) for s in found]
-    _forget(db_url, feedback_dir, [(s.student, s.assignment) for s, status in graded
-                                   if not status.startswith("graded")])
+    _forget(course_dir, db_url, feedback_dir, ledger,
+            [(s.student, s.assignment) for s, status in graded if not status.startswith("graded")],
+            {s.student for s in found} - students_before)
+    if any(status.startswith("graded") for _, status in graded):
+        course.copy_mathjax(out.parent)
     rows = [dict(student_id=s.student, assignment=s.assignment, score=round(score, 2),
                  max_score=round(max_score, 2), status=status, notebook=s.relative,
                  notebooks_found=s.notebooks_found)

@@ -1,24 +1,35 @@
 """Find each student's notebook for each assignment in a folder or zip of LMS downloads.
 
-A submission folder holds one folder per student. Inside it, any layout goes:
+A submission folder holds one folder per student; a folder (or zip) whose only
+entry is a folder holding the class (``zip -r class.zip Class-DL-2025``) is
+unwrapped first. Inside a student's folder, any layout goes:
 ``<assignment>/<assignment>.ipynb`` (the course's own), ``<assignment>.ipynb``,
-LMS renames such as ``Norms (2).ipynb`` or ``norms-attempt3.ipynb``, and any
-depth of nesting. A notebook belongs to assignment ``a`` when ``a`` is one of
-the words of its file name, or, failing that, of one of the folders between
-the student's folder and the file (words: runs of letters and digits,
-case-folded). Among several notebooks for one assignment the latest wins:
-newest modification time (a zip's entry dates are kept), then the highest
-attempt number in the name, then the path. Hidden files and folders,
-``__MACOSX`` and ``.ipynb_checkpoints`` are skipped.
+LMS renames such as ``Norms (2).ipynb`` or ``DCGAN.ipynb``, and any depth of
+nesting. A notebook belongs to the assignment whose released notebook it
+comes from: the one with the most of the grade ids (nbgrader's cell metadata)
+that only that released notebook has. Failing that (metadata lost, file
+corrupt) it belongs to assignment ``a`` when ``a`` is one of the words of its
+file name, or, failing that, of one of the folders between the student's
+folder and the file (words: runs of letters and digits, case-folded). Among
+several notebooks for one assignment the latest wins: newest modification
+time (a zip's entry dates are kept), then the highest attempt number in the
+name, then the path. Hidden files and folders, ``__MACOSX`` and
+``.ipynb_checkpoints`` are skipped.
 """
+import functools
+import json
 import os
 import re
 import time
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 SKIPPED_DIRS = {"__MACOSX", ".ipynb_checkpoints"}
+# Words that name a folder as one attempt of a student's, not as another student.
+ATTEMPT_WORDS = {"attempt", "try", "retry", "version", "submission", "resubmission", "draft",
+                 "final", "late", "old", "new", "latest"}
 
 
 class SubmissionsError(ValueError):
@@ -32,6 +43,7 @@ class Submission:
     notebook: Path | None  # None: the student handed in nothing for this assignment
     relative: str          # the notebook's path under the student's folder, "" if none
     notebooks_found: int   # how many notebooks were found for this assignment
+    unmatched: tuple[str, ...] = ()  # the student's notebooks that belong to no assignment
 
 
 def unpack(submissions: Path, tmp: Path) -> Path:
@@ -53,6 +65,33 @@ def unpack(submissions: Path, tmp: Path) -> Path:
     return tmp
 
 
+def identities(released: dict[str, Path]) -> dict[str, set[str]]:
+    """For each assignment, the grade ids that only its released notebook has."""
+    ids = {assignment: _grade_ids(path) for assignment, path in released.items()}
+    shared = Counter(i for found in ids.values() for i in found)
+    return {assignment: {i for i in found if shared[i] == 1} for assignment, found in ids.items()}
+
+
+def _grade_ids(path: Path) -> frozenset[str]:
+    """The nbgrader grade ids of a notebook's cells; none if it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return frozenset()
+    return _read_grade_ids(path, info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_grade_ids(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    try:
+        cells = json.loads(path.read_bytes()).get("cells", [])
+        return frozenset(str(cell["metadata"]["nbgrader"]["grade_id"]) for cell in cells
+                         if isinstance(cell, dict) and "grade_id" in
+                         (cell.get("metadata") or {}).get("nbgrader", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return frozenset()
+
+
 def _skipped(name: str) -> bool:
     return name in SKIPPED_DIRS or name.startswith(".")
 
@@ -70,7 +109,12 @@ def _notebooks(folder: Path) -> list[Path]:
     return found
 
 
-def _assignment_of(path: Path, student_dir: Path, assignments: list[str]) -> str | None:
+def _assignment_of(path: Path, student_dir: Path, assignments: dict[str, set[str]]) -> str | None:
+    ids = _grade_ids(path)
+    overlap = Counter({a: len(ids & unique) for a, unique in assignments.items() if ids & unique})
+    ranked = overlap.most_common(2)
+    if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
+        return ranked[0][0]
     for words in [_words(path.stem)] + [_words(part) for part in
                                         reversed(path.relative_to(student_dir).parts[:-1])]:
         matches = [a for a in assignments if a in words]
@@ -79,21 +123,61 @@ def _assignment_of(path: Path, student_dir: Path, assignments: list[str]) -> str
     return None
 
 
+def _attempt_like(name: str) -> bool:
+    """A folder named like one attempt of a student's (``attempt 2``, ``v3``, ``2026-03-02``)."""
+    words = _words(name)
+    return bool(set(words) & ATTEMPT_WORDS) or all(w.isdigit() or re.fullmatch(r"v\d+", w)
+                                                   for w in words)
+
+
+def _student_like(folder: Path, assignments: dict[str, set[str]]) -> list[str]:
+    """The subfolders of ``folder`` that look like students of one class: named neither
+    after an assignment nor like an attempt, and handing in an assignment that another of
+    them hands in."""
+    subfolders = [d for d in sorted(folder.iterdir()) if d.is_dir() and not _skipped(d.name)
+                  and not set(_words(d.name)) & set(assignments) and not _attempt_like(d.name)]
+    handed_in = {d.name: {a for p in _notebooks(d) if (a := _assignment_of(p, d, assignments))}
+                 for d in subfolders}
+    count = Counter(a for found in handed_in.values() for a in found)
+    return [name for name, found in handed_in.items() if any(count[a] > 1 for a in found)]
+
+
+def _class_folder(root: Path, assignments: dict[str, set[str]]) -> Path:
+    """``root``, or the folder holding the class that ``root`` only wraps."""
+    entries = [p for p in root.iterdir() if not _skipped(p.name)]
+    while len(entries) == 1 and entries[0].is_dir() and len(_student_like(entries[0], assignments)) > 1:
+        root = entries[0]
+        entries = [p for p in root.iterdir() if not _skipped(p.name)]
+    return root
+
+
 def _recency(path: Path) -> tuple:
     attempt = max((int(w) for w in _words(path.stem) if w.isdigit()), default=0)
     return path.stat().st_mtime, attempt, str(path)
 
 
-def collect(root: Path, assignments: list[str]) -> list[Submission]:
+def collect(root: Path, assignments: dict[str, set[str]]) -> list[Submission]:
     """One ``Submission`` per student folder and assignment any student handed in
-    (every assignment if nobody handed in anything), sorted by student then assignment."""
+    (every assignment if nobody handed in anything), sorted by student then assignment.
+
+    ``assignments`` maps each assignment to the grade ids only its released notebook
+    has (``identities``). A student folder whose subfolders look like several students
+    is a SubmissionsError: grading it as one student would mix their work.
+    """
+    root = _class_folder(root, assignments)
     students = sorted(p for p in root.iterdir() if p.is_dir() and not _skipped(p.name))
-    found = {}
+    found, unmatched = {}, {}
     for student_dir in students:
+        if len(inner := _student_like(student_dir, assignments)) > 1:
+            raise SubmissionsError(
+                f"{student_dir.name}/ holds {len(inner)} folders that each look like a student "
+                f"({', '.join(inner[:5])}{', ...' if len(inner) > 5 else ''}): give the folder "
+                f"(or zip) with one folder per student")
         for path in _notebooks(student_dir):
-            assignment = _assignment_of(path, student_dir, assignments)
-            if assignment:
+            if assignment := _assignment_of(path, student_dir, assignments):
                 found.setdefault((student_dir.name, assignment), []).append(path)
+            else:
+                unmatched.setdefault(student_dir.name, []).append(str(path.relative_to(student_dir)))
     handed_in = sorted({a for _, a in found}) or sorted(assignments)
     rows = []
     for student_dir in students:
@@ -102,5 +186,5 @@ def collect(root: Path, assignments: list[str]) -> list[Submission]:
             latest = max(paths, key=_recency) if paths else None
             rows.append(Submission(student_dir.name, assignment, latest,
                                    str(latest.relative_to(student_dir)) if latest else "",
-                                   len(paths)))
+                                   len(paths), tuple(unmatched.get(student_dir.name, ()))))
     return rows

@@ -1,10 +1,14 @@
 """nbgrader settings of the course; `nbgrader ...` run in autograder/ and
 `python -m autograder ...` both read this file."""
 import os
+import re
+import sys
 
 import bleach
+from nbgrader.preprocessors import NbGraderPreprocessor
 
 c = get_config()  # noqa: F821 (defined by nbgrader's config loader)
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 c.CourseDirectory.course_id = "dlbb"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "__pycache__", "*.pyc"]
@@ -12,10 +16,34 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # The default 30 s per cell is tight for gradchecks on a loaded 2-core machine.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
+# The exchange (release_assignment, list, collect) lives in the course, git-ignored,
+# so that `nbgrader list` and friends work without a system-wide /srv/nbgrader.
+c.Exchange.root = os.path.join(HERE, "exchange")
+os.makedirs(c.Exchange.root, exist_ok=True)
+
+
+class OneLineTestErrors(NbGraderPreprocessor):
+    """A failing grade cell that holds hidden tests shows ``ename: evalue`` only.
+
+    IPython's traceback prints the lines around the failing one, hidden tests
+    included; the assertion's message says what is wrong without them.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade") and \
+                "BEGIN HIDDEN TESTS" in cell.get("source", ""):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    line = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+                    output["traceback"] = [line.strip().rstrip(":")]
+        return cell, resources
+
+
 # Feedback goes to students: keep the hidden tests out of it (nbgrader shows them
-# verbatim by default).
+# verbatim by default, in the cell and in tracebacks).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    OneLineTestErrors,
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
@@ -24,7 +52,10 @@ c.GenerateFeedback.preprocessors = [
 # sanitises the outputs; feedback.html.j2 (nbgrader's feedback template, with its
 # markdown-cell block passed through `sanitise`) the markdown cells.
 c.HTMLExporter.sanitize_html = True
-c.HTMLExporter.template_file = os.path.join(os.path.dirname(__file__), "feedback.html.j2")
+c.HTMLExporter.template_file = os.path.join(HERE, "feedback.html.j2")
+# Maths renders offline, with the MathJax the book ships: `python -m autograder grade`
+# puts it beside the feedback/ it writes, `nbgrader generate_feedback` in feedback/.
+MATHJAX = "../../mathjax/tex-chtml.js"
 
 
 def sanitise(html):
@@ -39,4 +70,31 @@ def sanitise(html):
         attributes={"*": ["class", "id"], "a": ["href", "title"], "img": ["src", "alt", "title"]})
 
 
-c.HTMLExporter.filters = {"sanitise": sanitise}
+def offline_mathjax(html):
+    """``html`` (the page header) with nbconvert's MathJax 2 from a CDN replaced by the
+    local MathJax 3, configured for the same delimiters."""
+    local = ('<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], '
+             'displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]], processEscapes: true, '
+             'processEnvironments: true, tags: "ams"}};</script>\n'
+             f'<script id="MathJax-script" src="{MATHJAX}"></script>')
+    replaced, count = re.subn(r"<!-- Load mathjax -->.*<!-- End of mathjax configuration -->",
+                              lambda _: local, str(html), flags=re.S)
+    if count != 1:
+        raise ValueError("feedback.html.j2: nbconvert's MathJax block was not found")
+    return replaced
+
+
+c.HTMLExporter.filters = {"sanitise": sanitise, "offline_mathjax": offline_mathjax}
+
+# The nbgrader commands run in this folder find what they read: source/ rendered from the
+# templates when it is missing (a fresh clone) or older than what it is made from (after
+# a pull); MathJax in feedback/ for the pages that generate_feedback writes.
+COMMAND = sys.argv[1] if os.path.basename(sys.argv[0]) == "nbgrader" and len(sys.argv) > 1 else None
+if COMMAND in ("generate_assignment", "assign", "generate_solution", "generate_feedback"):
+    sys.path.insert(0, os.path.dirname(HERE))
+    from autograder import course
+
+    if COMMAND == "generate_feedback":
+        course.copy_mathjax(os.path.join(HERE, "feedback"))
+    else:
+        course.refresh_sources(HERE)

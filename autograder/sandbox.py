@@ -47,6 +47,13 @@ def _readable_roots() -> list[Path]:
                                                              for r in roots))
 
 
+def _venv_alias() -> list[Path]:
+    """The venv's path as the interpreter was started, when a symlink leads to it (`.venv` linked to
+    a venv elsewhere): kernels and workers run ``sys.executable``, so that path must exist too."""
+    prefix = Path(sys.prefix).absolute()
+    return [prefix] if prefix != prefix.resolve() else []
+
+
 def _dirs_above(paths) -> list[Path]:
     above = {parent for p in paths for parent in p.parents if parent != Path("/")}
     return sorted(above, key=lambda p: len(p.parts))
@@ -76,11 +83,14 @@ def command(argv: list[str], *, uid: int, cwd: Path, writable: dict | None = Non
     bwrap += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
               "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
     # after /tmp: the environment and the folders may lie under it
-    for directory in _dirs_above(system + readonly + list(writable.values())):
+    alias = _venv_alias()
+    for directory in _dirs_above(system + alias + readonly + list(writable.values())):
         if not any(directory.is_relative_to(r) for r in system):
             bwrap += ["--perms", "0755", "--dir", str(directory)]
     for path in system + readonly:
         bwrap += ["--ro-bind", str(path), str(path)]
+    for path in alias:
+        bwrap += ["--symlink", str(path.resolve()), str(path)]
     if Path("/etc/fonts").is_dir():
         bwrap += ["--ro-bind", "/etc/fonts", "/etc/fonts"]
     for host, inside in writable.items():
@@ -112,13 +122,15 @@ def unavailable() -> str | None:
         return "the grader must run as root to start sandboxes as unprivileged uids"
     missing = [tool for tool in ("bwrap", "prlimit", "setpriv") if not shutil.which(tool)]
     if missing:
-        return f"{', '.join(missing)} not found (Debian: apt-get install bubblewrap util-linux)"
+        return (f"{', '.join(missing)} not found: `make grade` run as root installs it "
+                f"(or apt-get install bubblewrap util-linux)")
     with tempfile.TemporaryDirectory() as tmp:
         probe = command([sys.executable, "-c", "print('ok')"], uid=own_uid(), cwd=Path(tmp),
                         readonly=[Path(tmp)])
         result = subprocess.run(probe, capture_output=True, text=True)
     if result.stdout.strip() != "ok":
-        return f"bwrap cannot start a sandbox here: {result.stderr.strip()[:300]}"
+        return (f"bwrap cannot start a sandbox here: {result.stderr.strip()[:300]} "
+                f"(python: {sys.executable})")
     return None
 
 

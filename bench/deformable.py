@@ -1,10 +1,13 @@
-"""Time the reference ``solutions.deformable.deform_conv2d`` against a plain conv and two loops.
+"""Time ``solutions.deformable.deform_conv2d`` against ONNX Runtime, a plain conv and loops.
 
     PYTHONPATH=. python bench/deformable.py            # 8x64x32x32 -> 64, 3x3, float32, 2 threads
     PYTHONPATH=. python bench/deformable.py --quick    # tiny shapes, 1 repeat (smoke test)
 
 Rows (``ours`` is always deform_conv2d; ``other`` the named competitor):
 
+    vs_ort          random offsets (std 1 pixel) and a mask, forward against ONNX
+                    Runtime's C++ ``DeformConv`` kernel (opset 19; bench/ort.py),
+                    which has no backward; agreement asserted to 1e-5.
     vs_conv2d       zero offsets, no mask, against F.conv2d on the same input and
                     weight: the price of sampling every tap by gather instead of
                     a native convolution. fwd+bwd: gradients of input, weight, bias.
@@ -40,6 +43,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench import ort
 from bench.timing import median_times, rel_diff
 from autograder.oracles.deformable import tap_loop_deform_conv2d
 from solutions import deformable as R
@@ -71,8 +75,8 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, input "
           f"{N}x{C}x{H}x{W} -> {O} channels, {K}x{K} kernel, padding {pad}; Python loop on "
           f"{'x'.join(map(str, args.loop_shape[:2]))}x{'x'.join(map(str, args.loop_shape[3:]))} -> "
-          f"{args.loop_shape[2]}; median of {args.repeats} after {args.warmup} warm-up; "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"{args.loop_shape[2]}; ONNX Runtime {ort.onnxruntime.__version__}; median of "
+          f"{args.repeats} after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
     header = f"{'row':<15} {'pass':<8} {'ours_ms':>10} {'other_ms':>10} {'ratio':>8}  rel_diff"
     print(header)
     print("-" * len(header))
@@ -109,9 +113,18 @@ def main(argv=None):
     row("vs_conv2d", "fwd", *r[:3])
     row("vs_conv2d", "fwd+bwd", *r[3:])
 
-    # ---- random offsets and mask against the loop over taps
+    # ---- random offsets and mask against ONNX Runtime, then the loop over taps
     offset = torch.randn(N, 2 * K * K, Ho, Wo).requires_grad_()
     mask = torch.rand(N, K * K, Ho, Wo).requires_grad_()
+    kernel = ort.deform_conv2d(x, offset, w, b, pad, mask, threads=args.threads)
+    with torch.no_grad():
+        def ours():
+            return R.deform_conv2d(x, offset, w, b, padding=pad, mask=mask)
+
+        t_ours, t_ort = median_times([ours, kernel], args.warmup, args.repeats)
+        diff = rel_diff(ours(), kernel())
+    assert diff < 1e-5, f"deform_conv2d and ONNX Runtime differ by {diff:.1e}"
+    row("vs_ort", "fwd", t_ours, t_ort, diff)
     leaves = (xg, offset, mask, wg, bg)
     r = timed_pair(lambda: R.deform_conv2d(xg, offset, wg, bg, padding=pad, mask=mask),
                    lambda: tap_loop_deform_conv2d(xg, offset, wg, bg, padding=pad, mask=mask), leaves)

@@ -1,25 +1,29 @@
-"""Time the vectorised RoI ops in ``solutions.roi`` against straightforward loops.
+"""Time the vectorised RoI ops in ``solutions.roi`` against ONNX Runtime and straightforward loops.
 
     PYTHONPATH=. python bench/roi.py            # 512 boxes on a 2x256x50x50 map, float32
     PYTHONPATH=. python bench/roi.py --quick    # tiny sizes, 1 repeat (smoke test)
 
-torchvision is not installed, so the baseline is the implementation one writes
-first: a Python loop over boxes and bins (and, for RoI Align, over the samples
-of each bin), vectorised over channels only. Boxes are drawn in the coordinates
+torchvision is not installed. Two baselines: ONNX Runtime's C++ ``RoiAlign``
+kernel (forward only; bench/ort.py), and the implementation one writes first:
+a Python loop over boxes and bins (and, for RoI Align, over the samples of
+each bin), vectorised over channels only. Boxes are drawn in the coordinates
 of an image 16 times larger than the feature map (``spatial_scale = 1/16``),
 with sides log-uniform between 2 and ``--max-side`` feature pixels, centres
 anywhere on the map (so some stick out), batch index at random.
 
-For each op the forward pass and the forward + backward pass (gradient of the
-input for a fixed upstream gradient) are timed. Each timing is the median of
-``--repeats`` runs (time.perf_counter) after ``--warmup`` untimed runs. The
-loop is far slower, so it runs on the first ``--loop-boxes`` boxes only and
-its time is scaled by K / loop_boxes (same box distribution; the output says
-so); ``speedup`` is loop / reference from this one run. ``rel_diff`` is the
-largest difference between the two outputs (fwd) or input gradients (fwd+bwd)
-on those boxes, relative to the loop's largest magnitude: a check that both
-computed the same thing. The header shows the load average, since other
-processes on the machine distort the timings.
+Rows ``<op>_vs_ort`` time the forward pass against ONNX Runtime on all boxes;
+rows ``<op>_vs_loop`` the forward pass and the forward + backward pass
+(gradient of the input for a fixed upstream gradient) against the loop, which
+is far slower, so it runs on the first ``--loop-boxes`` boxes only and its time
+is scaled by K / loop_boxes (same box distribution; the output says so). Each
+timing is the median of ``--repeats`` runs (time.perf_counter) after
+``--warmup`` untimed runs, the two sides taking turns within each repeat;
+``ratio`` is reference / other from this one run (< 1: the reference is
+faster). ``rel_diff`` is the largest difference between the two outputs (fwd)
+or input gradients (fwd+bwd), relative to the other side's largest magnitude:
+a check that both computed the same thing (asserted below 1e-5 against ONNX
+Runtime). The header shows the load average, since other processes on the
+machine distort the timings.
 """
 import argparse
 import math
@@ -29,6 +33,7 @@ import time
 
 import torch
 
+from bench import ort
 from bench.timing import median_times, rel_diff
 from autograder.oracles.roi import tv_roi_align_samples, tv_roi_pool_windows
 from solutions import roi as R
@@ -84,8 +89,9 @@ def main(argv=None):
     p.add_argument("--output-size", type=int, default=7)
     p.add_argument("--max-side", type=float, default=32.0,
                    help="largest box side in feature-map pixels")
-    p.add_argument("--loop-boxes", type=int, default=32,
-                   help="boxes given to the loop baseline (its time is scaled to --boxes)")
+    p.add_argument("--loop-boxes", type=int, default=2,
+                   help="boxes given to the loop baseline (its time is scaled to --boxes; its "
+                        "backward, thousands of tiny autograd nodes per box, takes minutes)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -105,33 +111,48 @@ def main(argv=None):
           f"float32, {K} boxes (sides 2..{args.max_side:g} px, spatial_scale 1/{stride}), "
           f"output {P}x{P}, median of {args.repeats} after {args.warmup} warm-up; "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"loop baseline timed on the first {M} boxes and scaled by {K}/{M}")
-    header = f"{'op':<20} {'pass':<8} {'ref_ms':>10} {'loop_ms':>10} {'speedup':>8}  rel_diff"
+    print(f"loop baseline timed on the first {M} boxes and scaled by {K}/{M}; ONNX Runtime "
+          f"{ort.onnxruntime.__version__} on all {K}")
+    header = f"{'row':<28} {'pass':<8} {'ref_ms':>10} {'other_ms':>10} {'ratio':>8}  rel_diff"
     print(header)
     print("-" * len(header))
     t_start = time.perf_counter()
+
+    def row(name, mode, t_ref, t_other, diff):
+        print(f"{name:<28} {mode:<8} {t_ref * 1e3:>10.3f} {t_other * 1e3:>10.3f} "
+              f"{t_ref / t_other:>8.3g}  {diff:.1e}", flush=True)
+
+    # (name, note, reference, loop, ONNX Runtime's arguments after the tensors or None)
     cases = [
         ("roi_align", "sampling_ratio=2, aligned=True (Mask R-CNN)",
          lambda t, r: R.roi_align(t, r, P, 1 / stride, 2, True),
-         lambda t, r: loop_roi_align(t, r, (P, P), 1 / stride, 2, True)),
+         lambda t, r: loop_roi_align(t, r, (P, P), 1 / stride, 2, True),
+         ((P, P), 1 / stride, 2, True)),
         ("roi_align_adaptive", "sampling_ratio=-1, aligned=False (torchvision's defaults)",
          lambda t, r: R.roi_align(t, r, P, 1 / stride),
-         lambda t, r: loop_roi_align(t, r, (P, P), 1 / stride, -1, False)),
+         lambda t, r: loop_roi_align(t, r, (P, P), 1 / stride, -1, False),
+         ((P, P), 1 / stride, -1, False)),
         ("roi_pool", "Fast R-CNN",
          lambda t, r: R.roi_pool(t, r, P, 1 / stride),
-         lambda t, r: loop_roi_pool(t, r, (P, P), 1 / stride)),
+         lambda t, r: loop_roi_pool(t, r, (P, P), 1 / stride),
+         None),
     ]
     notes = []
-    for name, note, ref, loop in cases:
+    for name, note, ref, loop, ort_args in cases:
         notes.append(f"{name}: {note}")
         scale = K / M
         with torch.no_grad():
+            if ort_args:
+                kernel = ort.roi_align(x, rois, *ort_args, threads=args.threads)
+                t_ref, t_ort = median_times([lambda: ref(x, rois), kernel], args.warmup,
+                                            args.repeats)
+                diff = rel_diff(ref(x, rois), kernel())
+                assert diff < 1e-5, f"{name}: the reference and ONNX Runtime differ by {diff:.1e}"
+                row(f"{name}_vs_ort", "fwd", t_ref, t_ort, diff)
             t_ref, t_loop = median_times([lambda: ref(x, rois), lambda: loop(x, rois[:M])],
                                          args.warmup, args.repeats)
-            t_loop *= scale
             diff = rel_diff(ref(x, rois[:M]), loop(x, rois[:M]))
-        print(f"{name:<20} {'fwd':<8} {t_ref * 1e3:>10.3f} {t_loop * 1e3:>10.3f} "
-              f"{t_loop / t_ref:>8.3g}  {diff:.1e}", flush=True)
+        row(f"{name}_vs_loop", "fwd", t_ref, t_loop * scale, diff)
 
         xg = x.clone().requires_grad_()
 
@@ -140,10 +161,8 @@ def main(argv=None):
 
         t_ref, t_loop = median_times([fwd_bwd(ref, rois), fwd_bwd(loop, rois[:M])],
                                      args.warmup, args.repeats)
-        t_loop *= scale
         diff = rel_diff(fwd_bwd(ref, rois[:M])(), fwd_bwd(loop, rois[:M])())
-        print(f"{name:<20} {'fwd+bwd':<8} {t_ref * 1e3:>10.3f} {t_loop * 1e3:>10.3f} "
-              f"{t_loop / t_ref:>8.3g}  {diff:.1e}", flush=True)
+        row(f"{name}_vs_loop", "fwd+bwd", t_ref, t_loop * scale, diff)
     print("; ".join(notes))
     print(f"total {time.perf_counter() - t_start:.1f} s")
     return 0

@@ -80,14 +80,11 @@ def _check_logits(name: str, **logits) -> None:
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """The discriminator's loss: BCE of real images against 1 plus BCE of fakes against 0.
 
-    ``mean(-log sigmoid(real_logits)) + mean(-log(1 - sigmoid(fake_logits)))``,
-    the *sum* of the two means, as the PyTorch example's ``errD = errD_real +
-    errD_fake``; equal to ``F.binary_cross_entropy_with_logits(real_logits,
-    ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)``.
-    Computed as ``softplus(-real).mean() + softplus(fake).mean()``, finite with
-    finite gradients for any finite logits (even +-1e4 in float32). Its
-    gradient with respect to each logit is ``(sigmoid(t) - target) / N``.
-    (Goodfellow et al., 2014, eq. 1.)
+    Each cross-entropy is averaged over its logits, and the loss is the *sum*
+    of the two averages, as the PyTorch example's ``errD = errD_real +
+    errD_fake`` (Goodfellow et al., 2014, eq. 1). Finite, with finite
+    gradients, for any finite logits (even +-1e4 in float32), without
+    calling the built-in binary cross-entropy.
 
     Args:
         real_logits: D's logits on real images, any shape, typically ``(N,)``;
@@ -110,11 +107,10 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 def generator_loss(fake_logits: Tensor) -> Tensor:
     """The non-saturating generator loss: BCE of D's logits on fakes against 1.
 
-    ``mean(-log sigmoid(fake_logits)) = softplus(-fake_logits).mean()``, equal
-    to ``F.binary_cross_entropy_with_logits(fake_logits, ones)``, the
-    example's ``errG``. Gradient per logit: ``(sigmoid(t) - 1) / N``, close to
-    ``-1 / N`` when D rejects a fake confidently (t very negative), so G
-    learns fastest when it is worst (Goodfellow et al., 2014, section 3).
+    The cross-entropy is averaged over the logits: the example's ``errG``.
+    Its gradient stays large when D rejects the fakes confidently (very
+    negative logits), so G learns fastest when it is worst (Goodfellow et al.,
+    2014, section 3). Finite, with finite gradients, for any finite logits.
 
     Args:
         fake_logits: D's logits on generated images, any shape, typically
@@ -130,13 +126,13 @@ def generator_loss(fake_logits: Tensor) -> Tensor:
 
 
 def generator_loss_saturating(fake_logits: Tensor) -> Tensor:
-    """The minimax game's generator loss ``mean(log(1 - sigmoid(fake_logits)))``, to minimise.
+    """The minimax game's generator loss, the mean of log(1 - D(G(z))), to minimise.
 
-    Equal to ``-F.binary_cross_entropy_with_logits(fake_logits, zeros)`` and
-    computed as ``-softplus(fake_logits).mean()``. Its gradient per logit is
-    ``-sigmoid(t) / N``: it *vanishes* when D rejects the fakes confidently
-    (t very negative), which is why the paper trains G with the
-    non-saturating ``generator_loss`` instead (Goodfellow et al., 2014, section 3).
+    D(G(z)) is the sigmoid of a logit; the mean runs over the logits. Its
+    gradient *vanishes* when D rejects the fakes confidently (very negative
+    logits), which is why the paper trains G with the non-saturating
+    ``generator_loss`` instead (Goodfellow et al., 2014, section 3). Finite,
+    with finite gradients, for any finite logits.
 
     Args:
         fake_logits: D's logits on generated images, any shape; floating

@@ -69,8 +69,7 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     dims = [0, *range(2, input.dim())]
     shape = (1, C) + (1,) * (input.dim() - 2)
     if training:
-        mean = input.mean(dims)
-        var = input.var(dims, unbiased=False)
+        var, mean = torch.var_mean(input, dims, unbiased=False)
         if running_mean is not None:
             n = input.numel() // C
             with torch.no_grad():
@@ -78,12 +77,14 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
                 running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
     else:
         mean, var = running_mean, running_var
-    out = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
+    # per channel, out = input * scale + shift: a single pass over the input
+    scale = torch.rsqrt(var + eps)
     if weight is not None:
-        out = out * weight.view(shape)
+        scale = scale * weight
+    shift = -mean * scale
     if bias is not None:
-        out = out + bias.view(shape)
-    return out
+        shift = shift + bias
+    return torch.addcmul(shift.view(shape), input, scale.view(shape))
     ### END SOLUTION
 
 
@@ -163,8 +164,7 @@ def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=Non
     dims = tuple(range(2, input.dim()))
     shape = (1, C) + (1,) * (input.dim() - 2)
     if use_input_stats:
-        mean = input.mean(dims, keepdim=True)
-        var = input.var(dims, unbiased=False, keepdim=True)
+        var, mean = torch.var_mean(input, dims, unbiased=False, keepdim=True)
         if running_mean is not None:
             n = input[0, 0].numel()
             with torch.no_grad():
@@ -173,12 +173,14 @@ def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=Non
                     momentum * var.mean(0).flatten() * n / (n - 1))
     else:
         mean, var = running_mean.view(shape), running_var.view(shape)
-    out = (input - mean) * torch.rsqrt(var + eps)
+    # per (sample, channel), out = input * scale + shift: a single pass over the input
+    scale = torch.rsqrt(var + eps)
     if weight is not None:
-        out = out * weight.view(shape)
+        scale = scale * weight.view(shape)
+    shift = -mean * scale
     if bias is not None:
-        out = out + bias.view(shape)
-    return out
+        shift = shift + bias.view(shape)
+    return torch.addcmul(shift, input, scale)
     ### END SOLUTION
 
 
@@ -206,16 +208,18 @@ def group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
     _check_shape(weight, (C,), "weight", "group_norm")
     _check_shape(bias, (C,), "bias", "group_norm")
     ### BEGIN SOLUTION
-    shape = (1, C) + (1,) * (input.dim() - 2)
-    x = input.reshape(N, num_groups, -1)
-    mean = x.mean(-1, keepdim=True)
-    var = x.var(-1, unbiased=False, keepdim=True)
-    out = ((x - mean) * torch.rsqrt(var + eps)).view_as(input)
+    G = num_groups
+    var, mean = torch.var_mean(input.reshape(N, G, -1), -1, unbiased=False, keepdim=True)
+    # per (sample, channel), out = input * scale + shift: a single pass over the input
+    rstd = torch.rsqrt(var + eps)                                      # (N, G, 1)
+    scale = rstd.expand(N, G, C // G).reshape(N, C)
+    shift = (-mean * rstd).expand(N, G, C // G).reshape(N, C)
     if weight is not None:
-        out = out * weight.view(shape)
+        scale, shift = scale * weight, shift * weight
     if bias is not None:
-        out = out + bias.view(shape)
-    return out
+        shift = shift + bias
+    shape = (N, C) + (1,) * (input.dim() - 2)
+    return torch.addcmul(shift.view(shape), input, scale.view(shape))
     ### END SOLUTION
 
 
@@ -281,12 +285,11 @@ class BatchNorm2d(nn.Module):
 def batch_norm_backward(grad_out: Tensor, x: Tensor, weight=None, eps: float = 1e-5):
     """Closed-form gradient of training-mode ``batch_norm`` (no autograd).
 
-    With ``x_hat = (x - mean) / sqrt(var + eps)`` over the m = N*H*W values of
-    a channel, ``y = weight * x_hat + bias`` and ``g = grad_out``:
-
-        grad_bias   = sum(g)
-        grad_weight = sum(g * x_hat)
-        grad_input  = weight / (m * sqrt(var + eps)) * (m*g - sum(g) - x_hat * sum(g * x_hat))
+    The forward pass is ``y = weight * x_hat + bias`` with ``x_hat = (x - mean)
+    / sqrt(var + eps)``, the batch mean and biased variance of each channel
+    taken over every dimension but C. Returns the gradients of the loss with
+    respect to ``x``, ``weight`` and ``bias`` given ``grad_out``, the gradient
+    with respect to ``y``; the mean and variance depend on ``x`` too.
 
     Args:
         grad_out: ``(N, C, *)``, dLoss/dy.
@@ -307,13 +310,17 @@ def batch_norm_backward(grad_out: Tensor, x: Tensor, weight=None, eps: float = 1
     dims = [0, *range(2, x.dim())]
     shape = (1, C) + (1,) * (x.dim() - 2)
     m = x.numel() // C
-    mean = x.mean(dims, keepdim=True)
-    inv_std = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
-    x_hat = (x - mean) * inv_std
+    var, mean = torch.var_mean(x, dims, unbiased=False)
+    inv_std = torch.rsqrt(var + eps)
     grad_bias = grad_out.sum(dims)
-    grad_weight = (grad_out * x_hat).sum(dims)
-    scale = inv_std if weight is None else inv_std * weight.view(shape)
-    grad_input = scale / m * (m * grad_out - grad_bias.view(shape)
-                              - x_hat * grad_weight.view(shape))
+    # sum(grad_out * x_hat) with x_hat = (x - mean) * inv_std, without forming x_hat
+    grad_weight = ((grad_out * x).sum(dims) - mean * grad_bias) * inv_std
+    scale = inv_std if weight is None else inv_std * weight
+    # grad_input = scale * (grad_out - grad_bias / m - x_hat * grad_weight / m), per
+    # channel a multiple of grad_out plus a multiple of x plus a constant: two passes
+    x_coef = -scale * inv_std * grad_weight / m
+    const = scale * (inv_std * grad_weight * mean - grad_bias) / m
+    grad_input = torch.addcmul(torch.addcmul(const.view(shape), x, x_coef.view(shape)),
+                               grad_out, scale.view(shape))
     return grad_input, grad_weight, grad_bias
     ### END SOLUTION

@@ -229,7 +229,7 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
     weights (divided by gh * gw).
 
     Vectorised: the samples of all RoIs are padded to the largest grid and the
-    extra ones masked, so memory grows as ``K * C * (PH * max gh) * (PW * max gw)``.
+    extra ones weighted 0.
 
     Args:
         input: ``(N, C, H, W)``, floating point, H, W >= 1.
@@ -268,9 +268,10 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
     def samples(start: Tensor, bin_size: Tensor, grid: Tensor, P: int, size: int):
         """Bilinear neighbours and weights of every sample along one axis.
 
-        Returns ``low, high`` (pixel indices) and ``w_low, w_high`` (weights),
-        each ``(K, P, G)`` for the largest grid G; the weights are 0 for a
-        sample outside ``[-1, size]`` and for padding beyond a RoI's own grid.
+        Returns ``index`` and ``weight``, both ``(K, P, G, 2)`` for the largest
+        grid G: the low and high neighbour (row or column) of each sample and
+        their weights, 0 for a sample outside ``[-1, size]`` and for padding
+        beyond a RoI's own grid.
         """
         G = max(int(grid.max()), 1) if K else 1
         p = torch.arange(P, dtype=dtype, device=input.device)[:, None]   # (P, 1)
@@ -285,25 +286,28 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
         low = low.clamp(max=size - 1)
         high = torch.where(last, low, low + 1)
         frac = torch.where(last, 0, pos - low)
-        return low, high, (1 - frac) * valid, frac * valid
+        return torch.stack([low, high], 3), torch.stack([1 - frac, frac], 3) * valid[..., None]
 
-    y_lo, y_hi, wy_lo, wy_hi = (t[:, :, :, None, None]                  # (K, PH, GH, 1, 1)
-                                for t in samples(y1, bin_h, grid_h, PH, H))
-    x_lo, x_hi, wx_lo, wx_hi = (t[:, None, None, :, :]                  # (K, 1, 1, PW, GW)
-                                for t in samples(x1, bin_w, grid_w, PW, W))
+    ys, wys = samples(y1, bin_h, grid_h, PH, H)                       # (K, PH, GH, 2)
+    xs, wxs = samples(x1, bin_w, grid_w, PW, W)                       # (K, PW, GW, 2)
+
+    def rows(t: Tensor) -> Tensor:  # (K, PH, 1, GH, 2, 1, 1)
+        return t[:, :, None, :, :, None, None]
+
+    def cols(t: Tensor) -> Tensor:  # (K, 1, PW, 1, 1, GW, 2)
+        return t[:, None, :, None, None, :, :]
+
+    # bin (k, ph, pw) is a bag of (GH*2) x (GW*2) pixels: every neighbour row
+    # with every neighbour column, weighted by the product of their weights
+    image = batch.view(K, 1, 1, 1, 1, 1, 1)
+    count = (grid_h * grid_w).clamp(min=1).to(dtype).view(K, 1, 1, 1, 1, 1, 1)
+    bags = (K * PH * PW, 4 * ys.shape[2] * xs.shape[2])
+    pixel = ((image * H + rows(ys)) * W + cols(xs)).reshape(bags)
+    weight = (rows(wys) * cols(wxs) / count).reshape(bags)
     pixels = input.permute(0, 2, 3, 1).reshape(N * H * W, C)           # one row per pixel
-    base = batch[:, None, None, None, None] * H
-
-    def at(y: Tensor, x: Tensor) -> Tensor:  # (K, PH, GH, PW, GW, C)
-        return pixels[(base + y) * W + x]
-
-    value = ((wy_lo * wx_lo)[..., None] * at(y_lo, x_lo)
-             + (wy_lo * wx_hi)[..., None] * at(y_lo, x_hi)
-             + (wy_hi * wx_lo)[..., None] * at(y_hi, x_lo)
-             + (wy_hi * wx_hi)[..., None] * at(y_hi, x_hi))
-    count = (grid_h * grid_w).clamp(min=1).to(dtype)[:, None, None, None]
-    out = value.sum(dim=(2, 4)) / count                                  # (K, PH, PW, C)
-    return out.permute(0, 3, 1, 2).contiguous()
+    # one fused gather-multiply-add for all bags: no (bags, samples, C) intermediate
+    out = torch.nn.functional.embedding_bag(pixel, pixels, per_sample_weights=weight, mode="sum")
+    return out.view(K, PH, PW, C).permute(0, 3, 1, 2).contiguous()
     ### END SOLUTION
 
 

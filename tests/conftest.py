@@ -4,6 +4,8 @@
   xdist workers on two cores, and more threads than cores made some tests ten times slower.
 - The built book (`html`): one `make book` per test session, shared by test_book.py and
   test_browser.py (both in xdist group "book", so in the same worker).
+- No skips: a test skipped for any reason (a missing component, a `pytest.skip` left in) is
+  reported as failed. A case that does not apply is not generated.
 """
 import os
 import subprocess
@@ -47,6 +49,16 @@ def html(tmp_path_factory):
     result = make_book(ROOT, out)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return out / "_build" / "html"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped ({reason}), and this suite allows no skips: install what is " \
+                          f"missing (`make test` as root does) or stop generating the case"
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -134,7 +134,7 @@ def attacks(course, server, victim):
             numpy.allclose = lambda *args, **kwargs: True
             def batch_norm(input, *args, **kwargs):
                 return input
-            """))), {"batch_norm", "BatchNorm2d"}, set()),
+            """))), {"batch_norm"}, set()),
         # empties every later cell, tests included: the notebook passes them all, the
         # worker (plain exec, no IPython) finds the stubs
         "input_transformer": (notebook_with(answers(
@@ -145,22 +145,22 @@ def attacks(course, server, victim):
             everything - {"batch_norm"}, everything - {"batch_norm"}),
         "imports_solutions": (notebook_with(answers(
             batch_norm="from solutions.norms import batch_norm\n")),
-            {"batch_norm", "BatchNorm2d"}, set()),
+            {"batch_norm"}, set()),
         # each answer works only if the file it reads is visible
         "reads_course_files": (notebook_with(answers(
             batch_norm=f"exec(open({str(solutions)!r}).read())\n",
             layer_norm=before("layer_norm", f"open({str(ROOT / 'autograder' / 'templates' / 'norms.md')!r}).read()"),
             instance_norm=before("instance_norm", f"open({str(source)!r}).read()"),
             group_norm=before("group_norm", f"open({str(gradebook)!r}, 'rb').read()"))),
-            {"batch_norm", "layer_norm", "instance_norm", "group_norm", "BatchNorm2d"}, set()),
+            {"batch_norm", "layer_norm", "instance_norm", "group_norm"}, set()),
         "rewrites_gradebook": (notebook_with(answers(batch_norm=before("batch_norm", f"""
             import sqlite3
             with sqlite3.connect({str(gradebook)!r}) as db:
                 db.execute("update grade set manual_score = 0")
-            """))), {"batch_norm", "BatchNorm2d"}, set()),
+            """))), {"batch_norm"}, set()),
         "writes_outside": (notebook_with(answers(batch_norm=before("batch_norm", f"""
             open({str(ROOT / 'solutions' / 'HACKED')!r}, "w").write("x")
-            """))), {"batch_norm", "BatchNorm2d"}, set()),
+            """))), {"batch_norm"}, set()),
         # the grader writes the graded notebook and reads the worker's outputs as root:
         # neither may follow a link the submission planted
         "plants_symlinks": (notebook_with(answers(batch_norm=after("batch_norm", f"""
@@ -180,12 +180,12 @@ def attacks(course, server, victim):
             return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
             """))), {"layer_norm"}, {"layer_norm"}),
         "edits_test": (notebook_with(answers(batch_norm=STUB), _blank_test),
-                       {"batch_norm", "BatchNorm2d"}, set()),
+                       {"batch_norm"}, set()),
         "deletes_test": (notebook_with(answers(layer_norm=STUB), _delete_test), {"layer_norm"}, set()),
         "reorders_tests": (notebook_with(answers(instance_norm=STUB), _move_test_first),
                            {"instance_norm"}, set()),
         "infinite_loop": (notebook_with(answers(batch_norm=body("batch_norm", "while True: pass\n"))),
-                          {"batch_norm", "BatchNorm2d"}, set()),
+                          {"batch_norm"}, set()),
         "swallows_interrupt": (notebook_with(answers(layer_norm=body("layer_norm", """
             import time
             while True:
@@ -242,7 +242,9 @@ def graded(tmp_path_factory):
             ("corrupt", "norms.ipynb", (ROOT / "exercises" / "norms.ipynb").read_text()[:3000]),
             ("not_a_notebook", "norms.ipynb", json.dumps({"cells": "none", "nbformat": 4})),
             ("empty_file", "norms.ipynb", ""),
-            ("wrong_name", "homework.ipynb", (ROOT / "exercises" / "norms.ipynb").read_text())]:
+            # found by what it is (its cells' grade ids), not by its name
+            ("wrong_name", "homework.ipynb", (ROOT / "exercises" / "norms.ipynb").read_text()),
+            ("unrelated_notebook", "homework.ipynb", json.dumps(nbformat.v4.new_notebook()))]:
         (submissions / student).mkdir()
         (submissions / student / name).write_text(text)
     (submissions / "empty_folder").mkdir()
@@ -286,12 +288,16 @@ def test_stopped_kernels_are_named(graded):
 
 
 @pytest.mark.parametrize("student, status", [
-    ("corrupt", "corrupt notebook:"), ("not_a_notebook", "corrupt notebook:"),
-    ("empty_file", "corrupt notebook:"), ("wrong_name", "missing notebook:"),
-    ("empty_folder", "missing notebook:")])
+    ("corrupt", "corrupt notebook: not valid JSON (a truncated upload, or not a notebook file)"),
+    ("not_a_notebook", "corrupt notebook: "), ("empty_file", "corrupt notebook: the file is empty"),
+    ("wrong_name", "graded; untouched: no answer cell was changed"),
+    ("unrelated_notebook", "missing notebook: no notebook for norms in unrelated_notebook/; "
+                           "notebooks that match no assignment: homework.ipynb"),
+    ("empty_folder", "missing notebook: no notebook for norms in empty_folder/")])
 def test_unusable_submissions_get_rows(graded, student, status):
     rows, _, _, _, _ = graded
-    assert rows[student]["status"].startswith(status)
+    assert rows[student]["status"].startswith(status), rows[student]["status"]
+    assert not set('{}[]"\n') & set(rows[student]["status"]), "the status quotes the file"
     assert float(rows[student]["score"]) == 0
 
 

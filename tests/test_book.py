@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from solutions import norms, resnet
 from tests.conftest import make_book  # the `html` fixture (the built book) is in conftest too
 from tests.test_autograder import solution_lines
 
@@ -49,6 +51,8 @@ def test_resnet_chapter_reproduces_the_degradation_problem(html):
     assert set(rows) == {20, 32, 56}, "the experiment's table is missing"
     assert rows[56][0] > rows[20][0], "the prose claims the deep plain net trains worse"
     assert rows[56][1] < rows[56][0], "the prose claims the residual twin trains better"
+    assert "residual: final loss falls with depth" in text, \
+        "the prose claims the deeper residual nets reach the lower training loss (paper's Figure 6, middle)"
     assert 'href="../exercises/resnet.html"' in page
     for term in ["残差网络", "残差块", "退化问题", "瓶颈结构"]:
         assert term in page
@@ -197,6 +201,107 @@ def test_built_html_holds_no_solution_or_hidden_test(html):
             shown = visible_text(text) if path.suffix == ".html" else text
             leaked = [line for line in lines if line in shown]
             assert not leaked, f"{path}: {leaked[:3]}"
+
+
+def prose(chapter: str) -> str:
+    """book/<chapter>.md with its line breaks and indentation collapsed to single spaces."""
+    return " ".join((ROOT / "book" / f"{chapter}.md").read_text().split())
+
+
+def sentences_with(text: str, pattern: str) -> list[str]:
+    return [s for s in re.split(r"(?<=\.)\s+(?=[A-Z*(])", text) if re.search(pattern, s)]
+
+
+def bib_entries() -> dict[str, dict[str, str]]:
+    """book/references.bib as {key: {field: value}}, for its one-field-a-line layout."""
+    entries = {}
+    bib = (ROOT / "book/references.bib").read_text()
+    for kind, key, body in re.findall(r"^@(\w+)\{([^,\s]+),\n(.*?)^\}", bib, re.M | re.S):
+        fields = dict(re.findall(r"^\s*(\w+)\s*=\s*\{(.*)\},?\s*$", body, re.M))
+        entries[key] = {"type": kind, **fields}
+    return entries
+
+
+def test_resnet_chapter_cites_each_panel_of_figure_6_for_what_it_shows():
+    text = prose("resnet")
+    middle, right = sentences_with(text, r"Figure 6, middle"), sentences_with(text, r"Figure 6, right")
+    assert middle and all("lower" in s for s in middle), \
+        "Figure 6, middle (ResNet-20 to 110) is where deeper residual nets reach the lower training error"
+    assert right and all("1202" in s and "overfitting" in s and "lower" not in s for s in right), \
+        "Figure 6, right compares ResNet-110 with ResNet-1202: similar training error, worse test error"
+
+
+def test_norms_chapter_lets_only_batchnorm_with_fixed_statistics_undo_itself():
+    text = prose("norms")
+    undo = sentences_with(text, r"undo itself")
+    assert undo and all("BatchNorm" in s and "population statistics" in s for s in undo), \
+        "only BatchNorm with fixed (population) statistics can undo itself (Ioffe and Szegedy, section 3)"
+    assert sentences_with(text, r"LayerNorm, InstanceNorm and GroupNorm cannot undo"), \
+        "the chapter should say that the per-sample norms cannot undo themselves"
+    x = 2 + 3 * torch.randn(6, 4, 5, 5, dtype=torch.float64)
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3))
+    undone = norms.batch_norm(x, mean, var, torch.sqrt(var + 1e-5), mean, training=False, eps=1e-5)
+    torch.testing.assert_close(undone, x)
+    # two inputs that differ by a per-sample scale and shift give one output: no later map can undo both
+    other = x * torch.arange(1, 7, dtype=x.dtype).view(-1, 1, 1, 1) - 5
+    for name, norm in [("LayerNorm", lambda t: norms.layer_norm(t, t.shape[1:], eps=0)),
+                       ("InstanceNorm", lambda t: norms.instance_norm(t, eps=0)),
+                       ("GroupNorm", lambda t: norms.group_norm(t, 2, eps=0))]:
+        torch.testing.assert_close(norm(other), norm(x), msg=name)
+
+
+def test_norms_chapter_credits_the_re_estimation_remedy_to_hendrycks_and_gimpel():
+    entry = bib_entries()["hendrycks2016adjusting"]
+    assert entry["author"] == "Hendrycks, Dan and Gimpel, Kevin" and "1607.02488" in entry["journal"]
+    remedy = sentences_with(prose("norms"), r"re-estimating BatchNorm's statistics with Dropout")
+    assert remedy and all("hendrycks2016adjusting" in s for s in remedy), \
+        "re-estimating BN's statistics with Dropout off is Hendrycks and Gimpel's remedy: cite it"
+
+
+def test_deformable_chapter_states_the_papers_layer_counts_and_learning_rates():
+    text = prose("deformable")
+    saturation = r"saturated at three deformable layers for DeepLab and at six for the detectors"
+    assert sentences_with(text, saturation), \
+        "DCN v1 (Table 1): gains saturate at 3 deformable layers for DeepLab, at 6 for the detectors"
+    counts = r"(\d+) layers by the paper's count \(a standard ResNet-50 has (\d+) \$3 \\times 3\$ convolutions"
+    stated = re.search(counts, text)
+    assert stated and stated[1] == "12", "DCN v2 counts 12 deformable layers in conv3 to conv5"
+    model = resnet.resnet50()
+    convs = [m for stage in (model.layer2, model.layer3, model.layer4) for m in stage.modules()
+             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert int(stated[2]) == len(convs), f"ResNet-50 has {len(convs)} 3x3 convolutions in conv3 to conv5"
+    rate = sentences_with(text, r"0\.1 times the learning rate")
+    assert rate and all("convolutional" in s for s in rate), "DCN v2's 0.1x rate is for the added conv layers"
+    assert sentences_with(text, r"fully connected layers, and those keep the normal learning rate"), \
+        "DCN v2 (section 3.2): the fc layers of modulated deformable RoI pooling keep the normal rate"
+    warp = sentences_with(text, r"spatial transformer network")
+    assert warp and any("affine, projective or a thin-plate spline" in s for s in warp) \
+        and not any("one affine transformation" in s for s in warp), \
+        "a spatial transformer predicts a parametric warp: affine, projective or thin-plate spline"
+
+
+def test_bibliography_pages_and_venues_are_consistent():
+    entries = bib_entries()
+    for key, cvf_pages in [("he2017mask", "2961--2969"), ("lin2017feature", "2117--2125"),
+                           ("yu2017dilated", "472--480")]:
+        assert entries[key].get("pages") == cvf_pages, f"{key}: the CVF open-access pages are {cvf_pages}"
+        assert not entries[key].get("doi", "").startswith("10.1109/"), \
+            f"{key}: an IEEE DOI with CVF pages (IEEE Xplore numbers its pages differently)"
+    assert entries["holschneider1989real"].get("pages") == "286--297", \
+        "Holschneider et al. (1989) span pages 286-297 of the Springer volume"
+    for key, entry in entries.items():
+        in_a_volume = entry["type"] in {"inproceedings", "incollection"}
+        if in_a_volume and "Learning Representations" not in entry["booktitle"]:  # ICLR papers have no pages
+            assert "pages" in entry, f"{key} has no pages"
+        if "Neural Information Processing Systems" in entry.get("booktitle", ""):
+            venue = "(NIPS)" if int(entry["year"]) <= 2017 else "(NeurIPS)"
+            assert entry["booktitle"].endswith(venue), f"{key}: {entry['year']}'s proceedings are {venue}"
+
+
+def test_glossary_gives_pixel_shuffle_its_own_chinese_term():
+    entry = re.search(r"^pixel shuffle\n  \*\*(.+?)\*\*", (ROOT / "book/glossary.md").read_text(), re.M)
+    assert entry and entry[1] == "像素重排", \
+        "亚像素卷积 names the convolution-plus-shuffle layer (ESPCN), not the shuffle"
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):

@@ -869,8 +869,8 @@ def test_deform_roi_pool_module_rejects_bad_input():
 
 def test_bench_quick_runs_and_prints_a_ratio_per_row():
     rows, stdout = quick_rows("bench/deformable.py")
-    for row in [("vs_conv2d", "fwd"), ("vs_conv2d", "fwd+bwd"), ("vs_tap_loop", "fwd"),
-                ("vs_tap_loop", "fwd+bwd"), ("vs_python_loop", "fwd")]:
+    for row in [("vs_ort", "fwd"), ("vs_conv2d", "fwd"), ("vs_conv2d", "fwd+bwd"),
+                ("vs_tap_loop", "fwd"), ("vs_tap_loop", "fwd+bwd"), ("vs_python_loop", "fwd")]:
         assert row in rows, f"no {row} row in:\n{stdout}"
         ours_ms, other_ms, ratio, rel_diff = rows[row]
         assert ratio == pytest.approx(ours_ms / other_ms, rel=0.01), row

@@ -56,6 +56,23 @@ WRONG_AXES_BATCH_NORM = textwrap.dedent('''
         return out
 ''')
 
+# Hard-codes 4-D input: right on (N, C, H, W), wrong on every other rank the hidden
+# tests and the probes use; an honest bug, so it must not read as a guard bypass.
+FOUR_D_BATCH_NORM_BACKWARD = textwrap.dedent('''
+    def batch_norm_backward(grad_out, x, weight=None, eps=1e-5):
+        C = x.shape[1]
+        m = x.numel() // C
+        mean = x.mean((0, 2, 3), keepdim=True)
+        inv_std = torch.rsqrt(x.var((0, 2, 3), unbiased=False, keepdim=True) + eps)
+        x_hat = (x - mean) * inv_std
+        grad_bias = grad_out.sum((0, 2, 3))
+        grad_weight = (grad_out * x_hat).sum((0, 2, 3))
+        scale = inv_std if weight is None else inv_std * weight.view(1, C, 1, 1)
+        grad_input = scale / m * (m * grad_out - grad_bias.view(1, C, 1, 1)
+                                  - x_hat * grad_weight.view(1, C, 1, 1))
+        return grad_input, grad_weight, grad_bias
+''')
+
 GRID_SAMPLE_BILINEAR = """\
     N, C, H, W = input.shape
     grid = torch.stack([2 * x / (W - 1) - 1, 2 * y / (H - 1) - 1], -1).reshape(N, -1, 1, 2)
@@ -64,17 +81,19 @@ GRID_SAMPLE_BILINEAR = """\
 """
 
 # assignment -> student -> (answer cells, items whose points the submission must lose).
-# "reference" and "untouched" submit every assignment; each mistake only its own.
+# "reference" and "untouched" submit every assignment; each mistake only its own. Every
+# item is tested with the course's versions of the other items it calls, so a mistake
+# costs its own item's points only.
 FIXTURES = {
     "norms": {
         "reference": ({}, set()),
         "untouched": (None, {"batch_norm", "layer_norm", "instance_norm", "group_norm",
                              "BatchNorm2d", "batch_norm_backward"}),
-        # BatchNorm2d calls the student's batch_norm, so a wrong batch_norm costs both
-        "wrong_axes": ({"batch_norm": WRONG_AXES_BATCH_NORM}, {"batch_norm", "BatchNorm2d"}),
+        "wrong_axes": ({"batch_norm": WRONG_AXES_BATCH_NORM}, {"batch_norm"}),
         "biased_running_var": (
             {"batch_norm": edited("norms", "batch_norm", "var * n / (n - 1)", "var")},
-            {"batch_norm", "BatchNorm2d"}),
+            {"batch_norm"}),
+        "four_d_only": ({"batch_norm_backward": FOUR_D_BATCH_NORM_BACKWARD}, {"batch_norm_backward"}),
         "eps_outside_sqrt": (
             {"group_norm": edited("norms", "group_norm", "torch.rsqrt(var + eps)",
                                   "1 / (var.sqrt() + eps)")},
@@ -90,8 +109,6 @@ FIXTURES = {
                                   "    print('debug output', file=sys.stderr)\n")},
             set()),
     },
-    # The hidden ResNet tests build networks from the student's blocks, so a wrong
-    # block costs the ResNet item too; make_layer's tests use a probe block instead.
     "resnet": {
         "reference": ({}, set()),
         "untouched": (None, {"BasicBlock", "Bottleneck", "make_layer", "ResNet",
@@ -99,16 +116,20 @@ FIXTURES = {
         "relu_before_add": (
             {"BasicBlock": edited("resnet", "BasicBlock", "return self.relu(out + identity)",
                                   "return self.relu(out) + identity")},
-            {"BasicBlock", "ResNet"}),
+            {"BasicBlock"}),
         "stride_on_1x1": (
             {"Bottleneck": edited("resnet", "Bottleneck", "conv1x1(inplanes, planes)",
                                   "conv1x1(inplanes, planes, stride)").replace(
                                       "conv3x3(planes, planes, stride)", "conv3x3(planes, planes)")},
-            {"Bottleneck", "ResNet"}),
+            {"Bottleneck"}),
+        "no_relu_after_sum": (
+            {"Bottleneck": edited("resnet", "Bottleneck", "return self.relu(out + identity)",
+                                  "return out + identity")},
+            {"Bottleneck"}),
         "no_projection_when_widening": (
             {"make_layer": edited("resnet", "make_layer", "if stride != 1 or inplanes != width:",
                                   "if stride != 1:")},
-            {"make_layer", "ResNet"}),
+            {"make_layer"}),
         "counts_buffers": (
             {"count_parameters": edited(
                 "resnet", "count_parameters",
@@ -117,7 +138,7 @@ FIXTURES = {
             {"count_parameters"}),
         "imports_reference": (
             {"BasicBlock": "from solutions.resnet import BasicBlock\n"},
-            {"BasicBlock", "ResNet"}),
+            {"BasicBlock"}),
         "always_zero_init": (
             {"ResNet": edited("resnet", "ResNet", "        if zero_init_residual:\n",
                               "        if True:\n")},
@@ -146,8 +167,6 @@ FIXTURES = {
                            ".reshape(N, C // (r * r), H * r, W * r)")},
             {"DUC"}),
     },
-    # DeformConv2d's hidden tests run the student's deform_conv2d with learned offsets,
-    # and deform_conv2d samples with the student's bilinear_interpolate.
     "deformable": {
         "reference": ({}, set()),
         "untouched": (None, {"bilinear_interpolate", "deform_conv2d", "DeformConv2d",
@@ -156,11 +175,11 @@ FIXTURES = {
             {"deform_conv2d": edited("deformable", "deform_conv2d", "y = (base_y + off[:, :, :, 0])",
                                      "y = (base_y + off[:, :, :, 1])")
              .replace("x = (base_x + off[:, :, :, 1])", "x = (base_x + off[:, :, :, 0])")},
-            {"deform_conv2d", "DeformConv2d"}),
+            {"deform_conv2d"}),
         "mask_sigmoid_twice": (
             {"deform_conv2d": edited("deformable", "deform_conv2d", "cols * mask.reshape(",
                                      "cols * mask.sigmoid().reshape(")},
-            {"deform_conv2d", "DeformConv2d"}),
+            {"deform_conv2d"}),
         "unnormalised_bin_offsets": (
             {"deform_roi_pool": edited("deformable", "deform_roi_pool", "v(gamma * roi_h) * dy", "dy")
              .replace("v(gamma * roi_w) * dx", "dx")},
@@ -169,10 +188,8 @@ FIXTURES = {
             {"bilinear_interpolate": edited("deformable", "bilinear_interpolate",
                                             "    ### BEGIN SOLUTION\n",
                                             GRID_SAMPLE_BILINEAR)},
-            {"bilinear_interpolate", "deform_conv2d", "DeformConv2d"}),
+            {"bilinear_interpolate"}),
     },
-    # train_step's tests use tiny networks of their own, not the student's G and D, but
-    # train_step calls the student's losses.
     "gan": {
         "reference": ({}, set()),
         "untouched": (None, {"discriminator_loss", "generator_loss", "generator_loss_saturating",
@@ -182,7 +199,17 @@ FIXTURES = {
                 "gan", "discriminator_loss",
                 "return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
                 "return (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()) / 2")},
-            {"discriminator_loss", "train_step"}),
+            {"discriminator_loss"}),
+        "swapped_labels": (
+            {"discriminator_loss": edited(
+                "gan", "discriminator_loss",
+                "return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
+                "return F.softplus(real_logits).mean() + F.softplus(-fake_logits).mean()")},
+            {"discriminator_loss"}),
+        "saturating_generator_loss": (
+            {"generator_loss": edited("gan", "generator_loss", "return F.softplus(-fake_logits).mean()",
+                                      "return -F.softplus(fake_logits).mean()")},
+            {"generator_loss"}),
         "calls_bce": (
             {"discriminator_loss": edited(
                 "gan", "discriminator_loss", "    ### BEGIN SOLUTION\n",
@@ -211,6 +238,10 @@ FIXTURES = {
                                       "    loss_g = generator_loss(D(fake))\n    loss_g.backward()",
                                       "    loss_g.backward()")},
             {"train_step"}),
+        "detached_fakes_for_g": (
+            {"train_step": edited("gan", "train_step", "loss_g = generator_loss(D(fake))",
+                                  "loss_g = generator_loss(D(fake.detach()))")},
+            {"train_step"}),
     },
     # The RoI items are independent: no item's hidden tests call another answer.
     "roi": {
@@ -220,6 +251,14 @@ FIXTURES = {
             {"roi_pool": edited("roi", "roi_pool", "torch.where((v - t).abs() >= 0.5, t + v.sign(), t)",
                                 "torch.round(v)")},
             {"roi_pool"}),
+        # right at +0.5, wrong at -0.5: a visible test has a corner at -0.5
+        "round_half_up": (
+            {"roi_pool": edited("roi", "roi_pool", "torch.where((v - t).abs() >= 0.5, t + v.sign(), t)",
+                                "torch.floor(v + 0.5)")},
+            {"roi_pool"}),
+        "unclamped_intersection": (
+            {"box_iou": edited("roi", "box_iou", "wh = upcast(rb - lt).clamp(min=0)", "wh = upcast(rb - lt)")},
+            {"box_iou"}),
         "sub_cell_corners": (
             {"roi_align": edited("roi", "roi_align", "(i + 0.5) * bin_size / n", "i * bin_size / n")},
             {"roi_align"}),
@@ -239,7 +278,7 @@ STUDENTS = sorted({student for fixtures in FIXTURES.values() for student in fixt
 FLAGGED = {
     ("norms", "calls_builtin"): {"group_norm"},
     ("atrous", "calls_conv2d"): {"conv2d"},
-    ("deformable", "calls_grid_sample"): {"bilinear_interpolate", "deform_conv2d", "DeformConv2d"},
+    ("deformable", "calls_grid_sample"): {"bilinear_interpolate"},
     ("gan", "calls_bce"): {"discriminator_loss"},
 }
 
@@ -370,8 +409,14 @@ def test_feedback_per_student_without_hidden_tests(graded):
     ("calls_bce", "gan", "calls torch.nn.functional.binary_cross_entropy_with_logits"),
     ("log_of_sigmoid", "gan", "use softplus"),
     ("sigmoid_left_in", "gan", "leave out the example's final Sigmoid"),
-    ("one_d_pass", "gan", "in two separate passes of D"),
+    ("one_d_pass", "gan", "you ran D once on real and fakes together"),
+    ("swapped_labels", "gan", "you swapped them"),
+    ("saturating_generator_loss", "gan", "that is the saturating minimax loss"),
+    ("detached_fakes_for_g", "gan", "no gradient reached G: are the fakes detached"),
+    ("no_relu_after_sum", "resnet", "the block ends with a ReLU after adding the shortcut"),
     ("half_to_even", "roi", "you rounded half to even"),
+    ("round_half_up", "roi", "a corner at -0.5 became 0"),
+    ("unclamped_intersection", "roi", "negative overlap: clamp the intersection width/height at 0"),
     ("sub_cell_corners", "roi", "samples sit at the centres of the sub-cells"),
     ("shared_sample_grid", "roi", "each RoI has its own grid"),
     ("imports_reference", "roi", "No module named 'solutions'"),

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -51,6 +52,18 @@ def test_sees_only_the_environment_and_its_folder(tmp_path):
     assert set(seen["root"]) <= {"usr", "bin", "lib", "lib64", "sbin", "etc", "dev", "proc", "tmp",
                                  *{p.parts[1] for p in sandbox._readable_roots()},
                                  tmp_path.parts[1]}
+
+
+def test_runs_a_venv_reached_through_a_symbolic_link(tmp_path, monkeypatch):
+    """`.venv` may be a link to a venv elsewhere: the sandbox runs the interpreter at the linked
+    path (the path a kernel's command names), and Python finds its venv there."""
+    link = tmp_path / "linked-venv"
+    link.symlink_to(Path(sys.prefix).resolve())
+    monkeypatch.setattr(sys, "prefix", str(link))
+    argv = sandbox.command([str(link / "bin" / "python"), "-c", "import sys, torch; print(sys.prefix)"],
+                           uid=UID, cwd=Path("/tmp"))
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, str(link)), result.stderr
 
 
 def test_no_network_and_limits_apply(tmp_path):

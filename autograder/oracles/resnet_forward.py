@@ -3,12 +3,15 @@ state_dict laid out as torchvision's (``resnet_layout``).
 
 The hidden tests load one random state_dict into a submission's module and
 compare its output with ``reference_resnet`` on the same state; the test
-suite checks ``solutions.resnet`` against it the same way.
+suite checks ``solutions.resnet`` against it the same way. The ResNet item's
+hidden tests build networks from ``ReferenceBasicBlock``, ``ReferenceBottleneck``
+and ``reference_make_layer``, so they do not depend on a student's blocks.
 """
 import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def random_state(shapes, dtype=torch.float64):
@@ -66,3 +69,37 @@ def reference_resnet(state, x, layers, training=True):
         x = reference_layer(state, x, blocks, 1 if index == 0 else 2, training,
                             f"layer{index + 1}.")
     return F.linear(x.mean((2, 3)), state["fc.weight"], state["fc.bias"])
+
+
+class ReferenceBasicBlock(nn.Module):
+    """A block with torchvision's submodules whose forward is ``reference_block``."""
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        kernels = [3, 3] if self.expansion == 1 else [1, 3, 1]
+        widths = [inplanes] + [planes] * (len(kernels) - 1) + [planes * self.expansion]
+        for index, k in enumerate(kernels, 1):
+            self.add_module(f"conv{index}", nn.Conv2d(widths[index - 1], widths[index], k,
+                                                      padding=k // 2, bias=False))
+            self.add_module(f"bn{index}", nn.BatchNorm2d(widths[index]))
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        return reference_block(self.state_dict(keep_vars=True), x, self.stride, self.training)
+
+
+class ReferenceBottleneck(ReferenceBasicBlock):
+    expansion = 4
+
+
+def reference_make_layer(block, inplanes, planes, blocks, stride=1):
+    width = planes * block.expansion
+    downsample = None
+    if stride != 1 or inplanes != width:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, width, 1, stride, bias=False),
+                                   nn.BatchNorm2d(width))
+    return nn.Sequential(block(inplanes, planes, stride, downsample),
+                         *(block(width, planes) for _ in range(blocks - 1)))

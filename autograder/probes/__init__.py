@@ -3,6 +3,27 @@
 Each module's ``PROBES`` maps every graded item to probes whose inputs are drawn
 fresh for each submission; shapes are drawn too, so no output can be stored.
 """
+import ast
+from pathlib import Path
+
+import numpy as np
+
+
+def _function_source(path: Path, name: str) -> str:
+    """The source of function ``name`` in ``path``, decorators included, read without importing it."""
+    text = path.read_text()
+    node = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return "\n".join(text.splitlines()[first - 1:node.end_lineno]) + "\n"
+
+
+def float32(draw):
+    """``draw`` with its arrays in float32, for probes of the tests' float32 cases."""
+    def draw32(rng):
+        return {k: v.astype(np.float32) if isinstance(v, np.ndarray) else v
+                for k, v in draw(rng).items()}
+    return draw32
+
 
 # Snippet code for probes that build modules. ``fill(model, seed)`` sets every
 # floating state_dict entry from ``seed`` in sorted-key order, so equal layouts
@@ -28,4 +49,14 @@ def fill(model, seed):
 def layout(model):
     keys = ";".join(f"{k}{list(t.shape)}" for k, t in sorted(model.state_dict().items()))
     return torch.tensor(list(keys.encode()))
+"""
+
+# ``stand_in(owner, **replacements)``: while the block runs, the names that the answer
+# ``owner`` (a function, or a module class by its forward) reads from its notebook are
+# bound to the course's versions, so that an item is verified apart from the student's
+# other answers, as the notebook's tests do with ``stand_ins``.
+STAND_IN = "import contextlib\n\n\n" + _function_source(Path(__file__).parent.parent / "checks.py", "bound") + """
+
+def stand_in(owner, **replacements):
+    return bound(getattr(owner, "forward", owner).__globals__, replacements)
 """

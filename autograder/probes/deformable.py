@@ -1,8 +1,14 @@
 """Probes of the deformable convolution exercise."""
+from pathlib import Path
+
 import numpy as np
 
 from ..verify import Probe
-from . import MODULE_HELPERS
+from . import MODULE_HELPERS, STAND_IN, float32
+
+# deform_conv2d is verified with the oracles' sampler and DeformConv2d with their
+# deform_conv2d, as the notebook's tests do.
+_ORACLES = STAND_IN + (Path(__file__).parent.parent / "oracles" / "deformable.py").read_text()
 
 
 def _int(rng, low, high):
@@ -18,9 +24,10 @@ def _two(value):
     return value if isinstance(value, list) else [value, value]
 
 
-def _bilinear(rng, dtype=np.float64):
+def _bilinear(rng, points_dims, dtype=np.float64):
+    """Points of shape (N, *S), S of ``points_dims`` dimensions."""
     N, C, H, W = _int(rng, 1, 3), _int(rng, 1, 3), _int(rng, 2, 6), _int(rng, 2, 6)
-    S = [_int(rng, 1, 4) for _ in range(_int(rng, 1, 3))]
+    S = [_int(rng, 1, 4) for _ in range(points_dims)]
     # fractional points, many in the border band or beyond
     y, x = rng.uniform(-2, H + 1, (N, *S)), rng.uniform(-2, W + 1, (N, *S))
     image = rng.normal(size=(N, C, H, W))
@@ -86,28 +93,31 @@ def _roi_pool(rng):
                 gamma=float(rng.uniform(0.05, 0.3)), g=rng.normal(size=(len(rois), C, PH, PW)))
 
 
-DEFORM_CONV = """
+DEFORM_CONV = _ORACLES + """
 inputs = [t.requires_grad_() for t in (x, offset, weight, bias, mask) if t is not None]
-out = deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+with stand_in(deform_conv2d, bilinear_interpolate=grid_bilinear):
+    out = deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
 result = [out] + list(torch.autograd.grad(out, inputs, g))
 """
 
-LAYER = MODULE_HELPERS + """
-m = fill(DeformConv2d(C, C_out, **kwargs).double(), seed)
+LAYER = MODULE_HELPERS + _ORACLES + """
+m = fill(DeformConv2d(C, C_out, **kwargs).to(x.dtype), seed)
 params = [p for _, p in sorted(m.named_parameters())]
-out = m(x.requires_grad_())
+with stand_in(DeformConv2d, deform_conv2d=tap_loop_deform_conv2d):
+    out = m(x.requires_grad_())
 result = [out] + list(torch.autograd.grad(out.square().sum(), [x] + params))
 """
 
 PROBES = {
+    # points of every rank the tests use, on every verification
     "bilinear_interpolate": [
-        Probe("""
+        *(Probe("""
 out = bilinear_interpolate(image.requires_grad_(), y.requires_grad_(), x.requires_grad_())
 result = [out] + list(torch.autograd.grad(out, (image, y, x), g))
-""", _bilinear),
+""", lambda rng, d=d: _bilinear(rng, d)) for d in (1, 2, 3)),
         # float32 rounding in the weights
-        Probe("result = bilinear_interpolate(image, y, x)",
-              lambda rng: _bilinear(rng, np.float32), rtol=1e-4, atol=1e-5),
+        *(Probe("result = bilinear_interpolate(image, y, x)",
+                lambda rng, d=d: _bilinear(rng, d, np.float32), rtol=1e-4, atol=1e-5) for d in (1, 2, 3)),
     ],
     "deform_conv2d": [
         Probe(DEFORM_CONV, lambda rng: _deform_conv(rng, True)),
@@ -125,6 +135,8 @@ result = [m.conv_offset.weight, m.conv_offset.bias,
 """, lambda rng: _layer(rng, rng.random() < 0.5)),
         Probe(LAYER, lambda rng: _layer(rng, True)),
         Probe(LAYER, lambda rng: _layer(rng, False)),
+        # float32 too, as the visible tests: the sums may run in another order
+        Probe(LAYER, float32(lambda rng: _layer(rng, rng.random() < 0.5)), rtol=1e-4, atol=1e-4),
     ],
     "deform_roi_pool": [
         Probe("""

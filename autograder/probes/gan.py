@@ -3,6 +3,7 @@ import numpy as np
 
 from ..verify import Probe
 from . import MODULE_HELPERS as HELPERS
+from . import STAND_IN, float32
 
 
 LOSS = """
@@ -13,14 +14,15 @@ result = [loss, torch.autograd.grad(loss, logits)]
 """
 
 NETWORK = HELPERS + """
-m = fill(net(*args).double(), seed)
+m = fill(net(*args).to(x.dtype), seed)
 result = [layout(m), m(x), m.eval()(x2), dict(m.state_dict())]
 """
 
-# The template's tiny networks, so that train_step is checked apart from the
-# student's Generator and Discriminator. D's BN tells one pass of D over real and
-# fakes together from the two separate passes the docstring asks for.
-TRAIN_STEP = HELPERS + """
+# The template's tiny networks and PyTorch's losses, so that train_step is checked
+# apart from the student's Generator, Discriminator and losses. D's BN tells one pass
+# of D over real and fakes together from the two separate passes the docstring asks for.
+TRAIN_STEP = HELPERS + STAND_IN + """
+import torch.nn.functional as F
 G = fill(nn.Sequential(nn.ConvTranspose2d(nz, 6, 4, 1, 0, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
                        nn.ConvTranspose2d(6, 1, 4, 2, 1, bias=False), nn.Tanh()).double(), seed)
 D = fill(nn.Sequential(nn.Conv2d(1, 6, 4, 2, 1, bias=False), nn.BatchNorm2d(6), nn.LeakyReLU(0.2),
@@ -30,7 +32,11 @@ if adam:
     opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.999)) for m in (G, D))
 else:
     opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9) for m in (G, D))
-losses = [train_step(G, D, opt_g, opt_d, r, zs) for r, zs in zip(real, z)]
+bce = F.binary_cross_entropy_with_logits
+with stand_in(train_step,
+              discriminator_loss=lambda r, f: bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f)),
+              generator_loss=lambda f: bce(f, torch.ones_like(f))):
+    losses = [train_step(G, D, opt_g, opt_d, r, zs) for r, zs in zip(real, z)]
 returns = [isinstance(step, tuple) and len(step) == 2 and all(isinstance(v, float) for v in step)
            for step in losses]
 result = [losses, returns, G.training, D.training,
@@ -45,16 +51,17 @@ def _logits(rng, shape, dtype):
     return t.reshape(shape).astype(dtype)
 
 
-def _losses(dtype):
+def _losses(dtype, rank):
     def draw(rng):
-        shape = tuple(int(v) for v in rng.integers(4, 8, int(rng.integers(1, 3))))
+        shape = tuple(int(v) for v in rng.integers(4, 8, rank))
         return dict(a=_logits(rng, shape, dtype), b=_logits(rng, shape, dtype))
     return draw
 
 
 def _loss(name, count):
-    return [Probe(LOSS.format(name=name, count=count), _losses(dtype))
-            for dtype in (np.float64, np.float32)]
+    """Logits of 1 and 2 dimensions in both dtypes, as the tests use, on every verification."""
+    return [Probe(LOSS.format(name=name, count=count), _losses(dtype, rank))
+            for dtype in (np.float64, np.float32) for rank in (1, 2)]
 
 
 def _generator(rng):
@@ -88,11 +95,16 @@ PROBES = {
     "discriminator_loss": _loss("discriminator_loss", 2),
     "generator_loss": _loss("generator_loss", 1),
     "generator_loss_saturating": _loss("generator_loss_saturating", 1),
-    "Generator": [Probe("net = Generator" + NETWORK, _generator)],
-    "Discriminator": [Probe("net = Discriminator" + NETWORK, _discriminator)],
+    # float32 too, as the visible tests: the sums may run in another order
+    "Generator": [Probe("net = Generator" + NETWORK, _generator),
+                  Probe("net = Generator" + NETWORK, float32(_generator), rtol=1e-4, atol=1e-5)],
+    "Discriminator": [Probe("net = Discriminator" + NETWORK, _discriminator),
+                      Probe("net = Discriminator" + NETWORK, float32(_discriminator), rtol=1e-4,
+                            atol=1e-4)],
     "weights_init": [Probe(HELPERS + """
 model = nn.Sequential(nn.ConvTranspose2d(a, b, 4, 1, 0, bias=False), nn.BatchNorm2d(b), nn.ReLU(True),
-                      nn.Sequential(nn.Conv2d(b, c, 3, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2)),
+                      nn.Sequential(nn.Conv2d(b, c, 3, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2),
+                                    nn.BatchNorm2d(c, affine=False)),
                       nn.Flatten(), nn.Linear(c, d))
 fill(model, seed)
 torch.manual_seed(seed)
