@@ -16,7 +16,7 @@ system-book system-grade system-test:
 	@tools/system.sh $(@:system-%=%)
 
 $(BIN)/.installed: requirements.txt
-	python3 -m venv $(VENV)
+	python3 -m venv "$$(readlink -f $(VENV))"  # .venv may be a link to a venv elsewhere
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
