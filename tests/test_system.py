@@ -72,3 +72,20 @@ def test_make_grade_grades_a_zip_through_a_linked_venv(tmp_path):
         [row] = csv.DictReader(handle)
     assert (row["student_id"], row["assignment"], row["status"]) == ("s1", "norms", "graded"), row
     assert float(row["score"]) == float(row["max_score"]) == total("norms"), row
+
+
+def test_xdist_groups_run_on_one_worker(tmp_path):
+    """`make test` shares the built book and each graded class within an xdist group: a group's
+    tests must all run on one worker, or each worker builds its own (pytest 9.2 broke this)."""
+    (tmp_path / "test_group.py").write_text(
+        "import os, pytest\n"
+        "pytestmark = pytest.mark.xdist_group('shared')\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_worker(i):\n"
+        "    print('worker', os.environ['PYTEST_XDIST_WORKER'])\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-rA",
+                             "-p", "no:cacheprovider", "test_group.py"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    workers = {line.split()[-1] for line in result.stdout.splitlines() if line.startswith("worker ")}
+    assert len(workers) == 1, f"one xdist group ran on workers {sorted(workers)}"
