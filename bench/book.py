@@ -18,6 +18,7 @@ chapter's statement of what its experiments cost.
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,10 @@ def print_cell_times() -> None:
         if "kernelspec" not in chapter.read_text()[:500]:
             continue
         times = cell_times(chapter)
-        print(f"{chapter.stem}: {sum(t for t, _ in times):.1f} s in {len(times)} cells")
+        total = sum(t for t, _ in times)
+        stated = re.search(r"Running this page's code takes about (\d+) s", chapter.read_text())
+        budget = f" (states {stated.group(1)} s: {total / int(stated.group(1)):.2f} of it)" if stated else ""
+        print(f"{chapter.stem}: {total:.1f} s in {len(times)} cells{budget}")
         for seconds, line in times:
             if seconds > 3:
                 print(f"  {seconds:6.1f} s  {line[:70]}")
