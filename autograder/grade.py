@@ -203,7 +203,9 @@ def _sha(*parts: bytes) -> str:
 
 def _grader_sha(course_dir: Path, assignment: str, sandboxed: bool) -> str:
     """Changes whenever anything that decides this assignment's grades changes."""
-    files = sorted(HERE.glob("*.py")) + [HERE / "probes" / f"{assignment}.py",
+    files = sorted(HERE.glob("*.py")) + [HERE / "probes" / "__init__.py",
+                                         HERE / "probes" / f"{assignment}.py",
+                                         course.ROOT / "solutions" / "common.py",
                                          course.ROOT / "solutions" / f"{assignment}.py",
                                          course.notebook_path(course_dir, "release", assignment)]
     return _sha(str(sandboxed).encode(), *(f.read_bytes() for f in files))
