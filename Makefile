@@ -10,7 +10,7 @@ COURSE ?= autograder
 BOOK_SRC ?= .
 BOOK_OUT ?= $(BOOK_SRC)
 
-.PHONY: book test release grade clean system-book system-test system-grade
+.PHONY: book book-cache test release grade clean system-book system-test system-grade
 
 system-book system-grade system-test:
 	@tools/system.sh $(@:system-%=%)
@@ -21,24 +21,30 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 CACHE = $(BOOK_OUT)/_build/.jupyter_cache
-# The pages with code, longest first by the budget each one states.
-CHAPTERS = $(shell grep -s -H -m1 -o "code takes about [0-9]* s" $(BOOK_SRC)/book/*.md | sort -t' ' -k4,4nr | cut -d: -f1)
+# The pages that run code, longest first by the budget each one states (autograder/chapters.py).
+PAGES = $(shell $(BIN)/python -m autograder.chapters pages $(BOOK_SRC))
 TIMEOUT = $(shell sed -n 's/^ *timeout: *//p' $(BOOK_SRC)/_config.yml)
-# How many chapters run at once. The test suite passes 1: it builds the book beside other tests.
+# How many pages run at once. The test suite passes 1: it builds the book beside other tests.
 BOOK_JOBS ?= 2
+# What the cached outputs depend on besides each page's code: the pinned packages and the
+# reference modules the pages import.
+BOOK_INPUTS ?= requirements.txt $(wildcard solutions/*.py)
+INPUTS = $(shell cat $(BOOK_INPUTS) | sha256sum | cut -d' ' -f1)
 
-# Cached outputs are keyed on code only: they go when the pinned packages change.
-# The chapters run into the execution cache BOOK_JOBS at a time (each uses one thread),
+# Cached outputs are keyed on each page's code: they all go when INPUTS change.
+# The pages run into the execution cache BOOK_JOBS at a time (each uses one thread),
 # and Jupyter Book renders them from there. Jupyter Book exits 0 when a cell
-# fails: a chapter that failed here runs again inside the build, where
+# fails: a page that failed here runs again inside the build, where
 # -W --keep-going reports every failing cell and warning and exits non-zero.
-book: system-book $(BIN)/.installed
-	@cmp -s requirements.txt $(CACHE)/requirements.txt || \
-	  { rm -rf $(CACHE) && mkdir -p $(CACHE) && cp requirements.txt $(CACHE)/; }
-	printf '%s\n' $(CHAPTERS) | xargs -r $(BIN)/jcache notebook --cache-path $(CACHE) add --reader myst_nb_md
-	printf '%s\n' $(CHAPTERS) | xargs -r -P $(BOOK_JOBS) -n 1 \
-	  $(BIN)/jcache notebook --cache-path $(CACHE) execute --no-force --timeout $(TIMEOUT)
+book: book-cache
 	$(BIN)/jupyter-book build $(BOOK_SRC) --path-output $(BOOK_OUT) --warningiserror --keep-going
+
+book-cache: system-book $(BIN)/.installed
+	@test "$$(cat $(CACHE)/inputs 2>/dev/null)" = "$(INPUTS)" || \
+	  { rm -rf $(CACHE) && mkdir -p $(CACHE) && echo "$(INPUTS)" > $(CACHE)/inputs; }
+	printf '%s\n' $(PAGES) | xargs -r $(BIN)/jcache notebook --cache-path $(CACHE) add --reader myst_nb_md
+	printf '%s\n' $(PAGES) | xargs -r -P $(BOOK_JOBS) -n 1 \
+	  $(BIN)/jcache notebook --cache-path $(CACHE) execute --no-force --timeout $(TIMEOUT)
 
 test: system-test $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -5,8 +5,10 @@ notebook's locked setup cell, so a notebook stays self-contained.
 into a forbidden built-in (the op being re-implemented, or the course's own
 `solutions` package) and fails the item naming that call. `check_close`
 compares with the expected tensor and, on a mismatch, names the known mistake
-the answer matches. `stand_ins` lets a test run one answer with the course's
-versions of the other items it calls, so one mistake costs one item.
+the answer matches. `check_layout` compares a module's state_dict keys and
+shapes with the expected layout. `stand_ins` lets a test run one answer with
+the course's versions of the other items it calls, so one mistake costs one
+item.
 
 Runs on Python 3.9 and later, as the notebooks do.
 """
@@ -161,3 +163,18 @@ def check_close(actual, expected, what, mistakes=(), atol=1e-6, rtol=1e-5):
             raise AssertionError(f"{what}: {explanation}")
     error = (actual - expected).abs().max().item()
     raise AssertionError(f"{what}: wrong values, max abs error {error:.3g}")
+
+
+def check_layout(module, expected, what, against=""):
+    """Assert that ``module.state_dict()`` has exactly the keys and shapes ``expected``;
+    ``against`` names where the layout comes from (e.g. "torchvision's")."""
+    got = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    missing = [key for key in expected if key not in got]
+    unexpected = [key for key in got if key not in expected]
+    source = f" from {against}" if against else ""
+    assert not missing and not unexpected, (
+        f"{what}: state_dict keys differ{source}: missing {missing[:5]}, "
+        f"unexpected {unexpected[:5]}")
+    wrong = [f"{key} {got[key]} (expected {expected[key]})" for key in expected
+             if got[key] != expected[key]]
+    assert not wrong, f"{what}: wrong shapes: {'; '.join(wrong[:4])}"

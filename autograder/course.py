@@ -4,7 +4,9 @@ A course directory is nbgrader's standard layout (``source/``, ``release/``,
 ``submitted/``, ``autograded/``, ``feedback/``, the gradebook); ``autograder/``
 itself is one, and the tests and the drift check use throwaway copies.
 """
+import importlib
 import importlib.metadata
+import inspect
 import os
 import shutil
 import sys
@@ -17,28 +19,36 @@ from nbgrader.apps import NbGraderAPI
 from nbgrader.validator import Validator
 from traitlets.config.loader import PyFileConfigLoader
 
-from .template import ROOT, render
+from . import chapters
+from .chapters import NAMES, ROOT
+from .template import render
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 EXERCISES = ROOT / "exercises"
-ASSIGNMENTS = sorted(path.stem for path in TEMPLATES.glob("*.md"))
+ASSIGNMENTS = sorted(NAMES)
 # The book's offline MathJax (sphinx-mathjax-offline). A feedback page two folders down
 # from where copy_mathjax put it loads it: nbgrader_config.py's MATHJAX.
 MATHJAX = Path(importlib.metadata.distribution("sphinx-mathjax-offline").locate_file(
     "sphinx-mathjax-offline/static/mathjax"))
-
-# nbgrader shells out to `alembic` and kernels start as `python`: both must be
-# this environment's, also when it was not activated.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
 
 class CourseError(RuntimeError):
     pass
 
 
+def use_this_environment() -> None:
+    """Put this environment's bin/ first on PATH: nbgrader shells out to `alembic` and
+    kernels start as `python`, and both must be this environment's, also when it was not
+    activated. Whoever runs nbgrader calls it first (``config`` does)."""
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+
+
 def config(course_dir: Path, db_url: str | None = None):
     """The course's nbgrader_config.py, rooted at ``course_dir``."""
+    use_this_environment()
     cfg = PyFileConfigLoader("nbgrader_config.py", path=str(HERE)).load_config()
     cfg.CourseDirectory.root = str(Path(course_dir).resolve())
     if db_url:
@@ -48,6 +58,20 @@ def config(course_dir: Path, db_url: str | None = None):
 
 def api(course_dir: Path, db_url: str | None = None) -> NbGraderAPI:
     return NbGraderAPI(config=config(course_dir, db_url))
+
+
+def answered(assignment: str, answers: dict[str, str] | None = None) -> nbformat.NotebookNode:
+    """The released student notebook with each answer cell holding the reference's
+    source, or ``answers[item]`` where given; ``answers=None`` leaves every stub."""
+    notebook = nbformat.read(EXERCISES / f"{assignment}.ipynb", as_version=4)
+    if answers is None:
+        return notebook
+    module = importlib.import_module(f"solutions.{assignment}")
+    for cell in notebook.cells:
+        item = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = answers[item] if item in answers else inspect.getsource(getattr(module, item))
+    return notebook
 
 
 def copy_mathjax(folder: Path) -> None:
@@ -134,10 +158,15 @@ def drift(exercises_dir: Path = EXERCISES) -> list[str]:
 def check() -> list[str]:
     """Problems with the committed exercises and the reference; empty when all is well.
 
+    - every chapter has all its pieces (``chapters.problems``; nothing else is checked
+      while one lacks a piece);
     - every ``exercises/<a>.ipynb`` is exactly what ``build`` regenerates;
     - the instructor notebook (reference solutions) passes every test;
     - the student notebook passes none: each test fails with NotImplementedError.
     """
+    problems = chapters.problems()
+    if problems:
+        return problems
     problems = drift()
     for assignment in ASSIGNMENTS:
         problems += _check_instructor(write_source(HERE, assignment))

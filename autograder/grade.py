@@ -6,13 +6,15 @@ Submissions are one folder per student, holding notebooks in any layout
 submission that cannot be graded gets a row whose status says why, and the
 batch goes on.
 
-Each submission is graded twice, by processes it cannot touch:
-1. nbgrader's autograde, with the kernel in a sandbox (``autograder/sandbox.py``);
-2. out-of-process verification on fresh inputs (``autograder/verify.py``).
-An item counts only when both pass it; where they disagree the status says so.
-Workers grade submissions in parallel into one gradebook. A ledger beside the
-gradebook records what was graded from which file, so a re-run (after a crash,
-or with late submissions) grades only what changed.
+Each submission is checked twice, by processes it cannot touch, within one run
+of nbgrader's autograde: its notebook runs in a sandboxed kernel
+(``autograder/sandbox.py``), then its answers are verified out of process on
+fresh inputs (``autograder/verdict.py``), which writes any disagreement into the
+item's grade cell. An item counts only when both pass it; the status lists the
+disagreements, read from the graded notebook. Workers grade submissions in
+parallel into one gradebook. A ledger beside the gradebook records what was
+graded from which file, so a re-run (after a crash, or with late submissions)
+grades only what changed.
 """
 import csv
 import hashlib
@@ -24,24 +26,66 @@ import shutil
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from enum import Enum
 from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 
-from . import course, sandbox, verify
+from . import chapters, course, sandbox, verdict
 from .intake import collect, identities, unpack
 
 FIELDS = ["student_id", "assignment", "score", "max_score", "status", "notebook", "notebooks_found"]
-# nbgrader 0.9's gradebook code triggers these under SQLAlchemy 2: noise, not news.
-warnings.filterwarnings("ignore", category=SAWarning)
 HERE = Path(__file__).resolve().parent
 
 
 class GradingError(RuntimeError):
     pass
+
+
+class Kind(Enum):
+    GRADED = "graded"
+    MISSING = "missing notebook"
+    CORRUPT = "corrupt notebook"
+    AUTOGRADE_FAILED = "autograde failed"
+    GRADER_ERROR = "grader error"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one submission. Only a graded one has a score: ``untouched`` when
+    no answer cell changed, ``flags`` where its two checks disagree, ``feedback`` False
+    when its page could not be made. Any other kind has ``detail``, one line saying why."""
+    kind: Kind
+    detail: str = ""
+    untouched: bool = False
+    flags: tuple[str, ...] = ()
+    feedback: bool = True
+
+    @property
+    def graded(self) -> bool:
+        return self.kind is Kind.GRADED
+
+    def csv_status(self) -> str:
+        if not self.graded:
+            return f"{self.kind.value}: {self.detail}"
+        parts = ["graded"]
+        if self.untouched:
+            parts.append("untouched: no answer cell was changed")
+        if self.flags:
+            parts.append("flagged: " + "; ".join(self.flags))
+        if not self.feedback:
+            parts.append("feedback generation failed")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict:
+        return dict(asdict(self), kind=self.kind.value)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Outcome":
+        return cls(**dict(data, kind=Kind(data["kind"]), flags=tuple(data["flags"])))
 
 
 @dataclass(frozen=True)
@@ -57,19 +101,19 @@ class Job:
 
 
 def _read_notebook(path: Path) -> str | None:
-    """None when ``path`` is a readable, valid notebook, else the reason it is not, in
-    one line that quotes nothing of the file."""
+    """None when ``path`` is a readable, valid notebook, else why it is corrupt, in one
+    line that quotes nothing of the file."""
     if path.stat().st_size == 0:
-        return "corrupt notebook: the file is empty"
+        return "the file is empty"
     try:
         nbformat.validate(nbformat.read(path, as_version=4))
     except nbformat.reader.NotJSONError:
-        return "corrupt notebook: not valid JSON (a truncated upload, or not a notebook file)"
+        return "not valid JSON (a truncated upload, or not a notebook file)"
     except nbformat.ValidationError as error:
         where = "/".join(str(part) for part in error.absolute_path) or "the top level"
-        return f"corrupt notebook: JSON that breaks the notebook format at {where}"
+        return f"JSON that breaks the notebook format at {where}"
     except Exception:  # any other parse failure is the student's file too
-        return "corrupt notebook: JSON that is not a Jupyter notebook"
+        return "JSON that is not a Jupyter notebook"
     return None
 
 
@@ -85,67 +129,36 @@ def _answers(notebook: Path) -> dict[str, str]:
 _apis = {}
 
 
+def _quiet_gradebook() -> None:
+    """nbgrader 0.9's gradebook code warns under SQLAlchemy 2: noise, not news."""
+    warnings.filterwarnings("ignore", category=SAWarning)
+
+
 def _init_worker() -> None:
     import torch
     torch.set_num_threads(1)  # one worker per core: computing the expected outputs
+    _quiet_gradebook()
 
 
 def _api(job: Job):
     key = (job.course_dir, job.db_url, job.sandboxed, job.timeout)
     if key not in _apis:
+        from nbgrader.converters import Autograde
         cfg = course.config(job.course_dir, job.db_url)
-        if job.sandboxed:
-            from nbgrader.converters import Autograde
-            cfg.Autograde.autograde_preprocessors = [
-                sandbox.SandboxedExecute if p.__name__ == "Execute" else p
-                for p in Autograde.class_traits()["autograde_preprocessors"].default()]
+        steps = []
+        for step in Autograde.class_traits()["autograde_preprocessors"].default():
+            if step.__name__ == "Execute":
+                steps += [sandbox.SandboxedExecute if job.sandboxed else step,
+                          verdict.FreshInputCheck]
+            else:
+                steps.append(step)
+        cfg.Autograde.autograde_preprocessors = steps
+        cfg.FreshInputCheck.sandboxed = job.sandboxed
         if job.timeout:
-            cfg.Execute.timeout = job.timeout
+            cfg.Execute.timeout = cfg.FreshInputCheck.timeout = job.timeout
         from nbgrader.apps import NbGraderAPI
         _apis[key] = NbGraderAPI(config=cfg)
     return _apis[key]
-
-
-def _test_errors(job: Job) -> dict[str, str]:
-    """The one-line error (``ename: evalue``) of each failing grade cell of the autograded
-    notebook, by grade id."""
-    autograded = course.notebook_path(job.course_dir, "autograded", job.assignment, job.student)
-    errors = {}
-    for cell in nbformat.read(autograded, as_version=4).cells:
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            if output.get("output_type") == "error":
-                line = (f"{output.get('ename', '')}: {output.get('evalue', '')}".strip(": ")
-                        .splitlines() or [""])[0]
-                errors[cell.metadata.get("nbgrader", {}).get("grade_id")] = line[:120]
-    return errors
-
-
-def _count_verified(job: Job, verdicts: dict) -> list[str]:
-    """Let an item count only when verification agrees; for each disagreement, which
-    side failed on what (a bug that one side's inputs miss causes one as well as a
-    bypassed guard does)."""
-    flags, errors = [], None
-    with Gradebook(job.db_url) as gradebook:
-        for item, verdict in verdicts.items():
-            grade = gradebook.find_grade(f"test_{item}", job.assignment, job.assignment,
-                                         job.student)
-            passed = grade.auto_score is not None and grade.auto_score >= grade.max_score > 0
-            grade.manual_score = 0.0 if verdict and grade.auto_score else None
-            grade.needs_manual_grade = False
-            if passed and verdict:
-                flags.append(f"{item} notebook tests passed, fresh-input check failed "
-                             f"({_one_line(verdict)})")
-            elif not passed and not verdict:
-                errors = _test_errors(job) if errors is None else errors
-                why = _one_line(errors.get(f"test_{item}") or "no error shown")
-                flags.append(f"{item} notebook tests failed ({why}), fresh-input check passed")
-        gradebook.db.commit()
-    return flags
-
-
-def _one_line(text: str) -> str:
-    """``text`` fit for a part of a status: one line, no '; ', at most 120 characters."""
-    return " ".join(text.split()).replace("; ", ", ")[:120]
 
 
 def _failure(log: str) -> str:
@@ -156,40 +169,43 @@ def _failure(log: str) -> str:
     return (errors or log.strip().splitlines() or ["unknown error"])[-1][:200]
 
 
-def _grade(job: Job) -> str:
-    """Autograde, verify and give feedback on one submission; its status."""
+def _grade(job: Job) -> Outcome:
+    """Autograde (with verification) and give feedback on one submission."""
     api = _api(job)
     submitted = course.notebook_path(job.course_dir, "submitted", job.assignment, job.student)
     shutil.rmtree(submitted.parent, ignore_errors=True)
     submitted.parent.mkdir(parents=True)
     shutil.copyfile(job.notebook, submitted)
+    with Gradebook(job.db_url) as gradebook:  # a grade starts afresh: no earlier manual score
+        try:
+            gradebook.remove_submission(job.assignment, job.student)
+        except MissingEntry:
+            pass
     result = api.autograde(job.assignment, job.student, force=True, create=True)
     if not result["success"]:
-        return f"autograde failed: {_failure((result.get('log') or '') + (result.get('error') or ''))}"
+        return Outcome(Kind.AUTOGRADE_FAILED,
+                       _failure((result.get("log") or "") + (result.get("error") or "")))
     release = course.notebook_path(job.course_dir, "release", job.assignment)
-    verdicts = verify.verify(job.assignment, release, job.notebook, sandboxed=job.sandboxed,
-                             timeout=job.timeout or 60)
-    flags = _count_verified(job, verdicts)
-    status = "graded"
-    if _answers(job.notebook).items() <= _answers(release).items():
-        status += "; untouched: no answer cell was changed"
-    status += ("; flagged: " + "; ".join(flags)) if flags else ""
+    autograded = course.notebook_path(job.course_dir, "autograded", job.assignment, job.student)
     feedback = api.generate_feedback(job.assignment, job.student, force=True)
     html = course.notebook_path(job.course_dir, "feedback", job.assignment,
                                 job.student).with_suffix(".html")
-    if not feedback["success"] or not html.is_file():
-        return status + "; feedback generation failed"
-    target = job.feedback_dir / job.student / f"{job.assignment}.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(html, target)
-    return status
+    made = feedback["success"] and html.is_file()
+    if made:
+        target = job.feedback_dir / job.student / f"{job.assignment}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(html, target)
+    return Outcome(Kind.GRADED,
+                   untouched=_answers(job.notebook).items() <= _answers(release).items(),
+                   flags=tuple(verdict.flags(nbformat.read(autograded, as_version=4))),
+                   feedback=made)
 
 
-def _grade_safely(job: Job) -> str:
+def _grade_safely(job: Job) -> Outcome:
     try:
         return _grade(job)
     except Exception as error:  # one submission must not stop the class
-        return f"grader error: {type(error).__name__}: {str(error)[:200]}"
+        return Outcome(Kind.GRADER_ERROR, f"{type(error).__name__}: {str(error)[:200]}")
 
 
 # -- in the main process ------------------------------------------------------
@@ -201,13 +217,19 @@ def _sha(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
+# The code that turns a submission into its grades (the rest of autograder/ chooses which
+# notebook to grade, writes the CSV and the feedback, or builds what the source notebook holds).
+GRADING_CODE = [HERE / name for name in ("grade.py", "sandbox.py", "verdict.py", "verify.py",
+                                         "worker.py", "nbgrader_config.py")]
+
+
 def _grader_sha(course_dir: Path, assignment: str, sandboxed: bool) -> str:
-    """Changes whenever anything that decides this assignment's grades changes."""
-    files = sorted(HERE.glob("*.py")) + [HERE / "probes" / "__init__.py",
-                                         HERE / "probes" / f"{assignment}.py",
-                                         course.ROOT / "solutions" / "common.py",
-                                         course.ROOT / "solutions" / f"{assignment}.py",
-                                         course.notebook_path(course_dir, "release", assignment)]
+    """Changes exactly when something that decides this assignment's grades changes: the
+    instructor notebook (tests, hidden tests and all the code they include), the probes,
+    the reference they compare with, and the grading code."""
+    chapter = chapters.get(assignment)
+    files = ([course.notebook_path(course_dir, "source", assignment), chapter.files["probes"],
+              HERE / "probes" / "__init__.py"] + chapter.reference_files + GRADING_CODE)
     return _sha(str(sandboxed).encode(), *(f.read_bytes() for f in files))
 
 
@@ -292,14 +314,14 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def _scores(db_url: str, graded: list[tuple]) -> list[tuple[float, float]]:
-    """(score, max_score) of every (submission, status), read in one gradebook session."""
+    """(score, max_score) of every (submission, outcome), read in one gradebook session."""
     with Gradebook(db_url) as gradebook:
         assignments = {s.assignment for s, _ in graded}
         max_scores = {a: gradebook.find_assignment(a).max_score for a in assignments}
         scores = []
-        for s, status in graded:
+        for s, outcome in graded:
             score = 0.0
-            if status.startswith("graded"):
+            if outcome.graded:
                 try:
                     score = gradebook.find_submission(s.assignment, s.student).score
                 except MissingEntry:
@@ -317,10 +339,17 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
     ``sandboxed=False`` runs submissions unconfined: only for code you trust.
     ``timeout`` overrides the seconds a notebook cell (and a verification probe) may take.
     """
+    with warnings.catch_warnings():
+        _quiet_gradebook()
+        return _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeout)
+
+
+def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeout) -> list[dict]:
     if sandboxed and (reason := sandbox.unavailable()):
         raise GradingError(f"cannot sandbox submissions: {reason}")
     course_dir, out = Path(course_dir).resolve(), Path(out).resolve()
     db_url = db_url or f"sqlite:///{course_dir / 'gradebook.db'}"
+    course.use_this_environment()  # before any gradebook: nbgrader runs `alembic`
     feedback_dir = out.parent / "feedback"
     ledger = Ledger(course_dir / "ledger.json")
     with tempfile.TemporaryDirectory() as tmp:
@@ -329,24 +358,24 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
         course_dir.mkdir(parents=True, exist_ok=True)
         _release(course_dir, {s.assignment for s in found}, db_url)
         graders = {a: _grader_sha(course_dir, a, sandboxed) for a in {s.assignment for s in found}}
-        statuses, jobs = {}, {}
+        outcomes, jobs = {}, {}
         in_gradebook, students_before = _in_gradebook(db_url)
         for s in found:
             key = f"{s.student}/{s.assignment}"
             if s.notebook is None:
-                statuses[key] = f"missing notebook: no notebook for {s.assignment} in {s.student}/"
+                detail = f"no notebook for {s.assignment} in {s.student}/"
                 if s.unmatched:
-                    statuses[key] += ("; notebooks that match no assignment: "
-                                      + ", ".join(s.unmatched[:5])
-                                      + (f" and {len(s.unmatched) - 5} more" if len(s.unmatched) > 5 else ""))
+                    detail += ("; notebooks that match no assignment: " + ", ".join(s.unmatched[:5])
+                               + (f" and {len(s.unmatched) - 5} more" if len(s.unmatched) > 5 else ""))
+                outcomes[key] = Outcome(Kind.MISSING, detail)
                 continue
             record = dict(db=db_url, grader=graders[s.assignment],
                           notebook=_sha(s.notebook.read_bytes()))
             entry = ledger.current(key, record)
             if entry and (s.student, s.assignment) in in_gradebook:
-                statuses[key] = entry["status"]
+                outcomes[key] = Outcome.from_json(entry["outcome"])
             elif problem := _read_notebook(s.notebook):
-                statuses[key] = problem
+                outcomes[key] = Outcome(Kind.CORRUPT, problem)
             else:
                 jobs[key] = (Job(s.student, s.assignment, s.notebook, course_dir, db_url,
                                  feedback_dir, sandboxed, timeout), record)
@@ -357,21 +386,21 @@ def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
             for future in as_completed(futures):
                 key = futures[future]
                 try:
-                    statuses[key] = future.result()
+                    outcomes[key] = future.result()
                 except Exception as error:  # a worker process died: the rest goes on
-                    statuses[key] = f"grader error: {type(error).__name__}: {error}"
-                if statuses[key].startswith("graded"):
-                    ledger.record(key, dict(jobs[key][1], status=statuses[key]))
-    graded = [(s, statuses[f"{s.student}/{s.assignment}"]) for s in found]
+                    outcomes[key] = Outcome(Kind.GRADER_ERROR, f"{type(error).__name__}: {error}")
+                if outcomes[key].graded:
+                    ledger.record(key, dict(jobs[key][1], outcome=outcomes[key].to_json()))
+    graded = [(s, outcomes[f"{s.student}/{s.assignment}"]) for s in found]
     _forget(course_dir, db_url, feedback_dir, ledger,
-            [(s.student, s.assignment) for s, status in graded if not status.startswith("graded")],
+            [(s.student, s.assignment) for s, outcome in graded if not outcome.graded],
             {s.student for s in found} - students_before)
-    if any(status.startswith("graded") for _, status in graded):
+    if any(outcome.graded for _, outcome in graded):
         course.copy_mathjax(out.parent)
     rows = [dict(student_id=s.student, assignment=s.assignment, score=round(score, 2),
-                 max_score=round(max_score, 2), status=status, notebook=s.relative,
+                 max_score=round(max_score, 2), status=outcome.csv_status(), notebook=s.relative,
                  notebooks_found=s.notebooks_found)
-            for (s, status), (score, max_score) in zip(graded, _scores(db_url, graded))]
+            for (s, outcome), (score, max_score) in zip(graded, _scores(db_url, graded))]
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)

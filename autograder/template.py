@@ -25,7 +25,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
+from .chapters import ROOT
 DIRECTIVE = re.compile(r"^#\| (\w+)(?: (.*))?$")
 
 

@@ -1,5 +1,5 @@
 """Out-of-process verification: the score that counts does not come from the
-student's kernel.
+student's kernel alone (``autograder/verdict.py`` runs this within autograde).
 
 The submission's code (the released notebook's provided cells and the
 student's answer cells, no tests) runs in a sandboxed worker

@@ -18,7 +18,6 @@ chapter's statement of what its experiments cost.
 """
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from autograder.chapters import CHAPTERS, ROOT
+
 SOURCES = ["_config.yml", "_toc.yml", "book", "exercises"]
 QUICK_PAGE = """---
 jupytext:
@@ -77,14 +77,11 @@ def cell_times(chapter: Path) -> list[tuple[float, str]]:
 
 def print_cell_times() -> None:
     os.environ["PYTHONPATH"] = str(ROOT)
-    for chapter in sorted((ROOT / "book").glob("*.md")):
-        if "kernelspec" not in chapter.read_text()[:500]:
-            continue
-        times = cell_times(chapter)
+    for chapter in CHAPTERS:
+        times = cell_times(chapter.page)
         total = sum(t for t, _ in times)
-        stated = re.search(r"Running this page's code takes about (\d+) s", chapter.read_text())
-        budget = f" (states {stated.group(1)} s: {total / int(stated.group(1)):.2f} of it)" if stated else ""
-        print(f"{chapter.stem}: {total:.1f} s in {len(times)} cells{budget}")
+        budget = f" (states {chapter.budget} s: {total / chapter.budget:.2f} of it)" if chapter.budget else ""
+        print(f"{chapter.name}: {total:.1f} s in {len(times)} cells{budget}")
         for seconds, line in times:
             if seconds > 3:
                 print(f"  {seconds:6.1f} s  {line[:70]}")
@@ -101,7 +98,7 @@ def main() -> None:
         src = Path(tmp)
         for name in SOURCES:
             (shutil.copytree if (ROOT / name).is_dir() else shutil.copyfile)(ROOT / name, src / name)
-        page = src / "book" / "norms.md"
+        page = src / CHAPTERS[0].page.relative_to(ROOT)
         if args.quick:
             for chapter in (src / "book").glob("*.md"):
                 chapter.unlink()

@@ -19,7 +19,7 @@ Rows (``ours`` is always deform_conv2d; ``other`` the named competitor):
                     align_corners=True: the same zero-outside rule), then
                     accumulated by a matmul. fwd+bwd: gradients of input,
                     offset, mask, weight, bias.
-    vs_python_loop  forward against tests/slow_deformable.deform_conv2d_loop, the
+    vs_python_loop  forward against autograder/oracles/deformable_loops.py, the
                     port of torchvision's CPU kernel in pure Python loops, on the
                     small ``--loop-shape`` (it is far too slow at the main shape);
                     both sides are timed on that small shape, so the ratio needs
@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from bench import ort
 from bench.timing import median_times, rel_diff
 from autograder.oracles.deformable import tap_loop_deform_conv2d
+from autograder.oracles import deformable_loops as S
 from solutions import deformable as R
-from tests import slow_deformable as S
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import as_pair, check_image, check_positive, is_int
+from .common import as_pair, check_image, check_kernel_fits, check_positive, check_tensor, is_int
 
 
 def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilation=1,
@@ -64,17 +64,9 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     """
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
         raise TypeError("conv2d: input and weight must be torch.Tensors")
-    if not input.is_floating_point():
-        raise TypeError(f"conv2d: input must be a floating-point tensor, got {input.dtype}")
-    if weight.dtype != input.dtype:
-        raise TypeError(f"conv2d: weight dtype {weight.dtype} differs from input dtype "
-                        f"{input.dtype}")
-    if input.dim() != 4:
-        raise ValueError(f"conv2d: input must have shape (N, C_in, H, W), "
-                         f"got {tuple(input.shape)}")
-    if weight.dim() != 4:
-        raise ValueError(f"conv2d: weight must have shape (C_out, C_in/groups, KH, KW), "
-                         f"got {tuple(weight.shape)}")
+    check_tensor(input, "conv2d", dim=4, layout="(N, C_in, H, W)")
+    check_tensor(weight, "conv2d", "weight", dtype=input.dtype, dim=4,
+                 layout="(C_out, C_in/groups, KH, KW)")
     N, C, H, W = input.shape
     C_out, C_per_group, KH, KW = weight.shape
     if not is_int(groups) or groups < 1 or C % groups or C_out % groups:
@@ -84,9 +76,8 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
         raise ValueError(f"conv2d: weight {tuple(weight.shape)} expects {C_per_group * groups} "
                          f"input channels (C_in/groups={C_per_group}, groups={groups}), "
                          f"input has {C}")
-    if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (C_out,)):
-        raise ValueError(f"conv2d: bias must have shape ({C_out},), got "
-                         f"{tuple(bias.shape) if isinstance(bias, Tensor) else bias!r}")
+    if bias is not None:
+        check_tensor(bias, "conv2d", "bias", dtype=input.dtype, shape=(C_out,))
     stride = as_pair(stride, "stride", 1, "conv2d")
     dilation = as_pair(dilation, "dilation", 1, "conv2d")
     span = (dilation[0] * (KH - 1) + 1, dilation[1] * (KW - 1) + 1)
@@ -103,10 +94,8 @@ def conv2d(input: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilati
     else:
         ph, pw = as_pair(padding, "padding", 0, "conv2d")
         pads = (pw, pw, ph, ph)
-    if span[0] > H + pads[2] + pads[3] or span[1] > W + pads[0] + pads[1]:
-        raise ValueError(f"conv2d: the kernel spans {span[0]}x{span[1]} pixels (dilation "
-                         f"included), larger than the padded input "
-                         f"{H + pads[2] + pads[3]}x{W + pads[0] + pads[1]}")
+    check_kernel_fits("conv2d", (KH, KW), dilation,
+                      (H + pads[2] + pads[3], W + pads[0] + pads[1]))
     ### BEGIN SOLUTION
     x = F.pad(input, pads)
     H_out = (x.shape[2] - span[0]) // stride[0] + 1

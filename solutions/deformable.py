@@ -30,19 +30,8 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .common import as_pair, check_image, check_positive, is_int
+from .common import as_pair, check_image, check_kernel_fits, check_positive, check_tensor
 from .roi import _as_rois, _check_input, _check_sampling_ratio, _check_spatial_scale
-
-
-def _check_tensor(t, what: str, name: str, dtype=None, dim=None) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(t).__name__}")
-    if dtype is None and not t.is_floating_point():
-        raise TypeError(f"{name}: {what} must be a floating-point tensor, got {t.dtype}")
-    if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name}: {what} dtype {t.dtype} differs from input dtype {dtype}")
-    if dim is not None and t.dim() != dim:
-        raise ValueError(f"{name}: {what} must have {dim} dimensions, got shape {tuple(t.shape)}")
 
 
 # ================================================================ bilinear sampling
@@ -78,9 +67,9 @@ def bilinear_interpolate(input: Tensor, y: Tensor, x: Tensor) -> Tensor:
         ``(N, C, *S)``, input's dtype: ``out[n, c, s] = v(input[n, c], y[n, s], x[n, s])``.
     """
     name = "bilinear_interpolate"
-    _check_tensor(input, "input", name, dim=4)
-    _check_tensor(y, "y", name, dtype=input.dtype)
-    _check_tensor(x, "x", name, dtype=input.dtype)
+    check_tensor(input, name, dim=4)
+    check_tensor(y, name, "y", dtype=input.dtype)
+    check_tensor(x, name, "x", dtype=input.dtype)
     if y.shape != x.shape:
         raise ValueError(f"{name}: y and x must have the same shape, got {tuple(y.shape)} "
                          f"and {tuple(x.shape)}")
@@ -152,9 +141,9 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias=None, stri
         ``H_out = (H + 2*padH - dH*(KH-1) - 1) // sH + 1`` (likewise W).
     """
     name = "deform_conv2d"
-    _check_tensor(input, "input", name, dim=4)
-    _check_tensor(offset, "offset", name, dtype=input.dtype, dim=4)
-    _check_tensor(weight, "weight", name, dtype=input.dtype, dim=4)
+    check_tensor(input, name, dim=4)
+    check_tensor(offset, name, "offset", dtype=input.dtype, dim=4)
+    check_tensor(weight, name, "weight", dtype=input.dtype, dim=4)
     N, C, H, W = input.shape
     C_out, C_per_group, KH, KW = weight.shape
     if C_per_group < 1 or KH < 1 or KW < 1 or C % C_per_group or C_out % (C // C_per_group):
@@ -173,25 +162,20 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias=None, stri
     stride = as_pair(stride, "stride", 1, name)
     padding = as_pair(padding, "padding", 0, name)
     dilation = as_pair(dilation, "dilation", 1, name)
+    check_kernel_fits(name, (KH, KW), dilation, (H + 2 * padding[0], W + 2 * padding[1]))
     H_out = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
     W_out = (W + 2 * padding[1] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
-    if H_out < 1 or W_out < 1:
-        raise ValueError(f"{name}: the kernel spans {dilation[0] * (KH - 1) + 1}x"
-                         f"{dilation[1] * (KW - 1) + 1} pixels (dilation included), larger "
-                         f"than the padded input {H + 2 * padding[0]}x{W + 2 * padding[1]}")
     if offset.shape[0] != N or offset.shape[2:] != (H_out, W_out):
         raise ValueError(f"{name}: offset must have shape (N, 2*G*KH*KW, H_out, W_out) = "
                          f"({N}, {offset.shape[1]}, {H_out}, {W_out}), got {tuple(offset.shape)}")
     if mask is not None:
-        _check_tensor(mask, "mask", name, dtype=input.dtype)
+        check_tensor(mask, name, "mask", dtype=input.dtype)
         if tuple(mask.shape) != (N, G * KH * KW, H_out, W_out):
             raise ValueError(f"{name}: mask must have shape (N, G*KH*KW, H_out, W_out) = "
                              f"({N}, {G * KH * KW}, {H_out}, {W_out}) for G={G} offset groups, "
                              f"got {tuple(mask.shape)}")
     if bias is not None:
-        _check_tensor(bias, "bias", name, dtype=input.dtype)
-        if tuple(bias.shape) != (C_out,):
-            raise ValueError(f"{name}: bias must have shape ({C_out},), got {tuple(bias.shape)}")
+        check_tensor(bias, name, "bias", dtype=input.dtype, shape=(C_out,))
     ### BEGIN SOLUTION
     (sH, sW), (pH, pW), (dH, dW) = stride, padding, dilation
     K, L = KH * KW, H_out * W_out
@@ -298,11 +282,8 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_image(x, self.in_channels, "DeformConv2d")
-        span = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
-        if any(s > n + 2 * p for s, n, p in zip(span, x.shape[2:], self.padding)):
-            raise ValueError(f"DeformConv2d: the kernel spans {span[0]}x{span[1]} pixels, larger "
-                             f"than the padded input {x.shape[2] + 2 * self.padding[0]}x"
-                             f"{x.shape[3] + 2 * self.padding[1]}")
+        check_kernel_fits("DeformConv2d", self.kernel_size, self.dilation,
+                          [n + 2 * p for n, p in zip(x.shape[2:], self.padding)])
         ### BEGIN SOLUTION
         predicted = self.conv_offset(x)
         n_offset = 2 * self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
@@ -320,39 +301,6 @@ class DeformConv2d(nn.Module):
 
 
 # ================================================================ deformable RoI pooling
-
-def _roi_bilinear(input: Tensor, batch: Tensor, y: Tensor, x: Tensor) -> Tensor:
-    """RoI Align's bilinear rule (torchvision's roi_align kernel), for many points at once.
-
-    A point with ``y < -1``, ``y > H``, ``x < -1`` or ``x > W`` reads 0; otherwise
-    the point is clamped into ``[0, H-1] x [0, W-1]`` (so the band (-1, 0)
-    reads row 0 and (H-1, H] reads row H-1 at full weight, unlike deform
-    conv's fading rule) and interpolated from its four neighbours.
-
-    Args:
-        input: ``(N, C, H, W)``.
-        batch: ``(K,)`` int64, the image each group of points is read from.
-        y, x: coordinates broadcasting together to ``(K, *S)``, input's dtype.
-
-    Returns:
-        ``(K, C, *S)``.
-    """
-    H, W = input.shape[-2:]
-    y, x = torch.broadcast_tensors(y, x)
-    inside = (y >= -1) & (y <= H) & (x >= -1) & (x <= W)
-    y, x = y.clamp(0, H - 1), x.clamp(0, W - 1)
-    y0, x0 = y.floor(), x.floor()
-    ly, lx = y - y0, x - x0
-    hy, hx = 1 - ly, 1 - lx
-    y0, x0 = y0.long(), x0.long()
-    y1, x1 = (y0 + 1).clamp(max=H - 1), (x0 + 1).clamp(max=W - 1)
-    image = input.permute(0, 2, 3, 1)  # (N, H, W, C): indexing gives (K, *S, C)
-    b = batch.view(-1, *[1] * (y.dim() - 1))
-    value = 0
-    for w, yy, xx in [(hy * hx, y0, x0), (hy * lx, y0, x1), (ly * hx, y1, x0), (ly * lx, y1, x1)]:
-        value = value + (w * inside).unsqueeze(-1) * image[b, yy, xx]
-    return value.movedim(-1, 1)
-
 
 def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: float = 1.0,
                     sampling_ratio: int = -1, gamma: float = 0.1) -> Tensor:
@@ -380,7 +328,9 @@ def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: fl
 
     Vectorised over RoIs, bins, samples and channels: with adaptive sampling
     every RoI is sampled on the largest grid of the batch and the unused
-    samples masked out, so memory grows with ``K*C*PH*PW*max(gh)*max(gw)``.
+    samples masked out, and ``bilinear_interpolate`` reads every RoI's points
+    (clamped into the image, where its rule and RoI Align's agree) in every
+    image of the batch, so memory grows with ``N*K*C*PH*PW*max(gh)*max(gw)``.
     Differentiable (autograd) w.r.t. input and offset.
 
     Args:
@@ -409,7 +359,7 @@ def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: fl
         raise ValueError(f"{name}: gamma must be a number, got {gamma!r}")
     K = rois.shape[0]
     if offset is not None:
-        _check_tensor(offset, "offset", name, dtype=input.dtype)
+        check_tensor(offset, name, "offset", dtype=input.dtype)
         if tuple(offset.shape) != (K, 2, PH, PW):
             raise ValueError(f"{name}: offset must have shape (K, 2, PH, PW) = "
                              f"({K}, 2, {PH}, {PW}), got {tuple(offset.shape)}")
@@ -434,8 +384,16 @@ def deform_roi_pool(input: Tensor, boxes, offset, output_size, spatial_scale: fl
     start_x = v(x1) + v(gamma * roi_w) * dx + v(bin_w) * j
     y = start_y + (iy + 0.5) * v(bin_h) / v(gh)  # (K, PH, PW, Gh, 1)
     x = start_x + (ix + 0.5) * v(bin_w) / v(gw)  # (K, PH, PW, 1, Gw)
-    samples = _roi_bilinear(input, rois[:, 0].long(), y, x)  # (K, C, PH, PW, Gh, Gw)
-    used = (iy < v(gh)) & (ix < v(gw))  # each RoI's own gh x gw grid of the largest
+    y, x = torch.broadcast_tensors(y, x)  # (K, PH, PW, Gh, Gw)
+    N, H, W = input.shape[0], input.shape[2], input.shape[3]
+    # RoI Align's rule: 0 outside [-1, H] x [-1, W], clamped into the image within it
+    inside = (y >= -1) & (y <= H) & (x >= -1) & (x <= W)
+    y, x = y.clamp(0, H - 1).expand(N, *y.shape), x.clamp(0, W - 1).expand(N, *x.shape)
+    # every image reads every RoI's points; RoI k keeps those of its image rois[k, 0]
+    samples = bilinear_interpolate(input, y, x)  # (N, C, K, PH, PW, Gh, Gw)
+    k = torch.arange(K, device=input.device)
+    samples = samples[rois[:, 0].long(), :, k]  # (K, C, PH, PW, Gh, Gw)
+    used = inside & (iy < v(gh)) & (ix < v(gw))  # and each RoI its own gh x gw grid
     return (samples * used.unsqueeze(1)).sum((-2, -1)) / (gh * gw).view(K, 1, 1, 1)
     ### END SOLUTION
 

@@ -39,19 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import check_image, check_positive
-
-
-def _check_float(x, name: str, what: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: {what} must be a floating-point tensor, got {x.dtype}")
+from .common import check_image, check_positive, check_tensor
 
 
 def _latent(z, nz: int, name: str) -> Tensor:
     """``z`` as ``(N, nz, 1, 1)``; accepts ``(N, nz)`` too."""
-    _check_float(z, name, "z")
+    check_tensor(z, name, "z")
     if z.dim() == 2 and z.shape[1] == nz:
         return z.view(z.shape[0], nz, 1, 1)
     if z.dim() != 4 or tuple(z.shape[1:]) != (nz, 1, 1):
@@ -61,7 +54,7 @@ def _latent(z, nz: int, name: str) -> Tensor:
 
 
 def _image(x, channels: int, size: int, name: str) -> None:
-    _check_float(x, name, "input")
+    check_tensor(x, name)
     check_image(x, channels, name)
     if tuple(x.shape[2:]) != (size, size):
         raise ValueError(f"{name}: input must be {size}x{size} images, got "
@@ -70,7 +63,7 @@ def _image(x, channels: int, size: int, name: str) -> None:
 
 def _check_logits(name: str, **logits) -> None:
     for what, x in logits.items():
-        _check_float(x, name, what)
+        check_tensor(x, name, what)
         if x.numel() == 0:
             raise ValueError(f"{name}: {what} is empty; the mean of no logits is undefined")
 
@@ -344,10 +337,8 @@ def train_step(G: nn.Module, D: nn.Module, opt_g, opt_d, real: Tensor, z: Tensor
             raise TypeError(f"train_step: {what} must be an nn.Module, got {type(module).__name__}")
     _check_optimizer(opt_g, G, "opt_g", "G", "D")
     _check_optimizer(opt_d, D, "opt_d", "D", "G")
-    _check_float(real, "train_step", "real")
-    _check_float(z, "train_step", "z")
-    if real.dim() != 4:
-        raise ValueError(f"train_step: real must have shape (N, C, H, W), got {tuple(real.shape)}")
+    check_tensor(real, "train_step", "real", dim=4, layout="(N, C, H, W)")
+    check_tensor(z, "train_step", "z")
     if z.shape[0] != real.shape[0]:
         raise ValueError(f"train_step: z has {z.shape[0]} noise vectors for {real.shape[0]} "
                          f"real images; pass one per real image")
@@ -582,7 +573,7 @@ def image_grid(images: Tensor, nrow: int = 8, padding: int = 1) -> Tensor:
     Gaps and missing tiles are filled with the minimum value -1 (black for
     images in [-1, 1] shown with ``vmin=-1, vmax=1``).
     """
-    _check_float(images, "image_grid", "images")
+    check_tensor(images, "image_grid", "images")
     check_image(images, 1, "image_grid")
     check_positive("image_grid", nrow=nrow)
     n, _, h, w = images.shape

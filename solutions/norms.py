@@ -15,22 +15,7 @@ counterpart. The graded bodies lie between ``### BEGIN SOLUTION`` and
 import torch
 from torch import Tensor, nn
 
-
-def _check_input(input: Tensor, name: str, min_dim: int = 2) -> None:
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(input).__name__}")
-    if not input.is_floating_point():
-        raise TypeError(f"{name}: input must be a floating-point tensor, got {input.dtype}")
-    if input.dim() < min_dim:
-        raise ValueError(
-            f"{name}: input must have at least {min_dim} dimensions (N, C, ...), "
-            f"got shape {tuple(input.shape)}")
-
-
-def _check_shape(tensor, expected: tuple, what: str, name: str) -> None:
-    if tensor is not None and tuple(tensor.shape) != tuple(expected):
-        raise ValueError(f"{name}: {what} must have shape {tuple(expected)}, "
-                         f"got {tuple(tensor.shape)}")
+from .common import check_tensor
 
 
 def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
@@ -52,11 +37,12 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     Returns:
         ``(N, C, *)``. The batch is normalised with its *biased* variance.
     """
-    _check_input(input, "batch_norm")
+    check_tensor(input, "batch_norm", min_dim=2, layout="(N, C, ...)")
     C = input.shape[1]
     for tensor, what in [(running_mean, "running_mean"), (running_var, "running_var"),
                          (weight, "weight"), (bias, "bias")]:
-        _check_shape(tensor, (C,), what, "batch_norm")
+        if tensor is not None:
+            check_tensor(tensor, "batch_norm", what, shape=(C,))
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: running_mean and running_var must both be given "
                          "or both be None")
@@ -103,7 +89,7 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
         Same shape as ``input``. There are no running statistics: train and
         eval behave the same.
     """
-    _check_input(input, "layer_norm", min_dim=1)
+    check_tensor(input, "layer_norm", min_dim=1, layout="(N, C, ...)")
     normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
                         else tuple(normalized_shape))
     if len(normalized_shape) == 0:
@@ -111,8 +97,9 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
     if tuple(input.shape[input.dim() - len(normalized_shape):]) != normalized_shape:
         raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end "
                          f"with normalized_shape {normalized_shape}")
-    _check_shape(weight, normalized_shape, "weight", "layer_norm")
-    _check_shape(bias, normalized_shape, "bias", "layer_norm")
+    for tensor, what in [(weight, "weight"), (bias, "bias")]:
+        if tensor is not None:
+            check_tensor(tensor, "layer_norm", what, shape=normalized_shape)
     ### BEGIN SOLUTION
     dims = tuple(range(-len(normalized_shape), 0))
     mean = input.mean(dims, keepdim=True)
@@ -146,11 +133,12 @@ def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=Non
     Returns:
         ``(N, C, *)``.
     """
-    _check_input(input, "instance_norm", min_dim=3)
+    check_tensor(input, "instance_norm", min_dim=3, layout="(N, C, ...)")
     C = input.shape[1]
     for tensor, what in [(running_mean, "running_mean"), (running_var, "running_var"),
                          (weight, "weight"), (bias, "bias")]:
-        _check_shape(tensor, (C,), what, "instance_norm")
+        if tensor is not None:
+            check_tensor(tensor, "instance_norm", what, shape=(C,))
     if (running_mean is None) != (running_var is None):
         raise ValueError("instance_norm: running_mean and running_var must both be given "
                          "or both be None")
@@ -200,13 +188,14 @@ def group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
     Returns:
         ``(N, C, *)``. No running statistics: train and eval behave the same.
     """
-    _check_input(input, "group_norm")
+    check_tensor(input, "group_norm", min_dim=2, layout="(N, C, ...)")
     N, C = input.shape[:2]
     if not isinstance(num_groups, int) or num_groups <= 0 or C % num_groups:
         raise ValueError(f"group_norm: num_groups={num_groups} must be a positive "
                          f"integer dividing the number of channels C={C}")
-    _check_shape(weight, (C,), "weight", "group_norm")
-    _check_shape(bias, (C,), "bias", "group_norm")
+    for tensor, what in [(weight, "weight"), (bias, "bias")]:
+        if tensor is not None:
+            check_tensor(tensor, "group_norm", what, shape=(C,))
     ### BEGIN SOLUTION
     G = num_groups
     var, mean = torch.var_mean(input.reshape(N, G, -1), -1, unbiased=False, keepdim=True)
@@ -300,11 +289,12 @@ def batch_norm_backward(grad_out: Tensor, x: Tensor, weight=None, eps: float = 1
     Returns:
         ``(grad_input (N, C, *), grad_weight (C,), grad_bias (C,))``.
     """
-    _check_input(x, "batch_norm_backward")
+    check_tensor(x, "batch_norm_backward", min_dim=2, layout="(N, C, ...)")
     if grad_out.shape != x.shape:
         raise ValueError(f"batch_norm_backward: grad_out shape {tuple(grad_out.shape)} "
                          f"differs from x shape {tuple(x.shape)}")
-    _check_shape(weight, (x.shape[1],), "weight", "batch_norm_backward")
+    if weight is not None:
+        check_tensor(weight, "batch_norm_backward", "weight", shape=(x.shape[1],))
     ### BEGIN SOLUTION
     C = x.shape[1]
     dims = [0, *range(2, x.dim())]

@@ -35,7 +35,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .common import as_pair, is_int
+from .common import as_pair, check_tensor, is_int
 
 
 def _check_spatial_scale(spatial_scale, name: str) -> float:
@@ -58,12 +58,7 @@ def _check_aligned(aligned, name: str) -> None:
 
 
 def _check_input(input, name: str) -> tuple:
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(input).__name__}")
-    if not input.is_floating_point():
-        raise TypeError(f"{name}: input must be a floating-point tensor, got {input.dtype}")
-    if input.dim() != 4:
-        raise ValueError(f"{name}: input must have shape (N, C, H, W), got {tuple(input.shape)}")
+    check_tensor(input, name, dim=4, layout="(N, C, H, W)")
     if input.shape[2] < 1 or input.shape[3] < 1:
         raise ValueError(f"{name}: input must have H, W >= 1, got {tuple(input.shape)}")
     return tuple(input.shape)

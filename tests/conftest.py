@@ -2,8 +2,9 @@
 
 - One thread per test process: the tensors in these tests are tiny, `make test` runs two
   xdist workers on two cores, and more threads than cores made some tests ten times slower.
-- The built book (`html`): one `make book` per test session, shared by test_book.py and
-  test_browser.py (both in xdist group "book", so in the same worker).
+- The built book (`html`): one `make book` per test session, shared by test_book.py,
+  test_browser.py and the chapters' page tests (all in xdist group "book", so in the same
+  worker).
 - No skips: a test skipped for any reason (a missing component, a `pytest.skip` left in) is
   reported as failed. A case that does not apply is not generated.
 """
@@ -15,10 +16,11 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+from autograder.chapters import ROOT
+
 torch.set_num_threads(1)
 threadpool_limits(1)  # scikit-learn's BLAS and OpenMP pools
 
-ROOT = Path(__file__).resolve().parent.parent
 BUILT_BOOK = "DLBB_BUILT_BOOK"
 
 

@@ -1,6 +1,6 @@
 """Submissions that attack the grader, graded as one class, each with its exact outcome.
 
-Every attack is a norms notebook (15 points) whose answer cells are the
+Every attack is a normalisation notebook whose answer cells are the
 reference (``{}``), the stub (``STUB``) or hostile code. The class also holds an
 honest student, whose full marks show that no attack reached another
 submission. The grader runs sandboxed with a short cell timeout.
@@ -17,44 +17,45 @@ from html.parser import HTMLParser
 import nbformat
 import pytest
 
-from autograder.template import ROOT
-from test_grading import flagged, points_per_item, reference, submission, total
+from tests.helpers import ROOT, chapter_of, flagged, points_per_item, reference, submission, total
 
 pytestmark = pytest.mark.xdist_group("adversarial")
 
 STUB = None
 TIMEOUT = 15
 STOLEN = "window.dlbbStolen"  # what a script planted in feedback would set
-ITEMS = list(points_per_item("norms"))
+# the attacks are written against the normalisation items, wherever the course grades them
+A = chapter_of("batch_norm").name
+ITEMS = list(points_per_item(A))
 
 
 def answers(**cells):
     """Answer cells: the reference for every item not named, ``STUB`` for the stub."""
     released = {c.metadata["nbgrader"]["grade_id"]: c.source
-                for c in nbformat.read(ROOT / "exercises" / "norms.ipynb", as_version=4).cells
+                for c in nbformat.read(ROOT / "exercises" / f"{A}.ipynb", as_version=4).cells
                 if c.metadata.get("nbgrader", {}).get("solution")}
     return {item: released[item] if cells.get(item, "") is STUB
-            else cells.get(item) or reference("norms", item) for item in ITEMS}
+            else cells.get(item) or reference(A, item) for item in ITEMS}
 
 
 def before(item, code):
-    return textwrap.dedent(code) + "\n" + reference("norms", item)
+    return textwrap.dedent(code) + "\n" + reference(A, item)
 
 
 def after(item, code):
-    return reference("norms", item) + "\n" + textwrap.dedent(code)
+    return reference(A, item) + "\n" + textwrap.dedent(code)
 
 
 def body(item, code):
     """The reference with ``code`` as the first lines of the function body."""
-    source = reference("norms", item)
+    source = reference(A, item)
     marker = "    ### BEGIN SOLUTION\n"
     assert marker in source
     return source.replace(marker, textwrap.indent(textwrap.dedent(code), "    ") + marker, 1)
 
 
 def notebook_with(cells, edit=None):
-    nb = submission("norms", cells)
+    nb = submission(A, cells)
     if edit:
         edit(nb.cells)
     return nbformat.writes(nb)
@@ -119,8 +120,8 @@ class Server:
 
 def attacks(course, server, victim):
     """student -> (notebook text, lost items or "autograde failed", flagged items)."""
-    gradebook, solutions = course / "gradebook.db", ROOT / "solutions" / "norms.py"
-    source = course / "source" / "norms" / "norms.ipynb"
+    gradebook, solutions = course / "gradebook.db", ROOT / "solutions" / f"{A}.py"
+    source = course / "source" / A / f"{A}.ipynb"
     everything = set(ITEMS)
     return {
         "honest": (notebook_with(answers()), set(), set()),
@@ -144,12 +145,12 @@ def attacks(course, server, victim):
             batch_norm_backward=STUB)),
             everything - {"batch_norm"}, everything - {"batch_norm"}),
         "imports_solutions": (notebook_with(answers(
-            batch_norm="from solutions.norms import batch_norm\n")),
+            batch_norm=f"from solutions.{A} import batch_norm\n")),
             {"batch_norm"}, set()),
         # each answer works only if the file it reads is visible
         "reads_course_files": (notebook_with(answers(
             batch_norm=f"exec(open({str(solutions)!r}).read())\n",
-            layer_norm=before("layer_norm", f"open({str(ROOT / 'autograder' / 'templates' / 'norms.md')!r}).read()"),
+            layer_norm=before("layer_norm", f"open({str(ROOT / 'autograder' / 'templates' / f'{A}.md')!r}).read()"),
             instance_norm=before("instance_norm", f"open({str(source)!r}).read()"),
             group_norm=before("group_norm", f"open({str(gradebook)!r}, 'rb').read()"))),
             {"batch_norm", "layer_norm", "instance_norm", "group_norm"}, set()),
@@ -182,6 +183,15 @@ def attacks(course, server, victim):
         "edits_test": (notebook_with(answers(batch_norm=STUB), _blank_test),
                        {"batch_norm"}, set()),
         "deletes_test": (notebook_with(answers(layer_norm=STUB), _delete_test), {"layer_norm"}, set()),
+        # a right answer whose test is gone: the item's grade cell comes back, failing and flagged
+        "deletes_test_of_a_right_answer": (notebook_with(answers(), _delete_test),
+                                           {"layer_norm"}, {"layer_norm"}),
+        # an error named like the grader's disagreement output must not read as one
+        "forges_a_flag": (notebook_with(answers(layer_norm=body("layer_norm", """
+            class FreshInputCheckPassed(Exception):
+                pass
+            raise FreshInputCheckPassed("notebook tests failed (x), fresh-input check passed")
+            """))), {"layer_norm"}, set()),
         "reorders_tests": (notebook_with(answers(instance_norm=STUB), _move_test_first),
                            {"instance_norm"}, set()),
         "infinite_loop": (notebook_with(answers(batch_norm=body("batch_norm", "while True: pass\n"))),
@@ -235,15 +245,15 @@ def graded(tmp_path_factory):
     victim.write_text("untouched")
     expected = attacks(course, server, victim)
     for student, (text, _, _) in expected.items():
-        path = submissions / student / "norms" / "norms.ipynb"
+        path = submissions / student / A / f"{A}.ipynb"
         path.parent.mkdir(parents=True)
         path.write_text(text)
     for student, name, text in [
-            ("corrupt", "norms.ipynb", (ROOT / "exercises" / "norms.ipynb").read_text()[:3000]),
-            ("not_a_notebook", "norms.ipynb", json.dumps({"cells": "none", "nbformat": 4})),
-            ("empty_file", "norms.ipynb", ""),
+            ("corrupt", f"{A}.ipynb", (ROOT / "exercises" / f"{A}.ipynb").read_text()[:3000]),
+            ("not_a_notebook", f"{A}.ipynb", json.dumps({"cells": "none", "nbformat": 4})),
+            ("empty_file", f"{A}.ipynb", ""),
             # found by what it is (its cells' grade ids), not by its name
-            ("wrong_name", "homework.ipynb", (ROOT / "exercises" / "norms.ipynb").read_text()),
+            ("wrong_name", "homework.ipynb", (ROOT / "exercises" / f"{A}.ipynb").read_text()),
             ("unrelated_notebook", "homework.ipynb", json.dumps(nbformat.v4.new_notebook()))]:
         (submissions / student).mkdir()
         (submissions / student / name).write_text(text)
@@ -262,7 +272,8 @@ def graded(tmp_path_factory):
 STUDENTS = ["honest", "patches_comparisons", "input_transformer", "imports_solutions",
             "reads_course_files", "rewrites_gradebook", "writes_outside", "plants_symlinks",
             "opens_network",
-            "calls_builtin", "edits_test", "deletes_test", "reorders_tests", "infinite_loop",
+            "calls_builtin", "edits_test", "deletes_test", "deletes_test_of_a_right_answer",
+            "forges_a_flag", "reorders_tests", "infinite_loop",
             "swallows_interrupt", "exits", "memory_bomb", "fork_bomb", "floods_output",
             "scripts_feedback", "warns_but_correct"]
 
@@ -272,13 +283,13 @@ def test_attack_scores_exactly(graded, student):
     rows, expected, _, _, _ = graded
     _, lost, flags = expected[student]
     row = rows[student]
-    assert float(row["max_score"]) == total("norms")
+    assert float(row["max_score"]) == total(A)
     if lost == "autograde failed":
         assert row["status"].startswith("autograde failed:"), row["status"]
         assert float(row["score"]) == 0
         return
-    points = points_per_item("norms")
-    assert float(row["score"]) == total("norms") - sum(points[i] for i in lost), row["status"]
+    points = points_per_item(A)
+    assert float(row["score"]) == total(A) - sum(points[i] for i in lost), row["status"]
     assert row["status"].startswith("graded") and flagged(row["status"]) == flags, row["status"]
 
 
@@ -291,9 +302,9 @@ def test_stopped_kernels_are_named(graded):
     ("corrupt", "corrupt notebook: not valid JSON (a truncated upload, or not a notebook file)"),
     ("not_a_notebook", "corrupt notebook: "), ("empty_file", "corrupt notebook: the file is empty"),
     ("wrong_name", "graded; untouched: no answer cell was changed"),
-    ("unrelated_notebook", "missing notebook: no notebook for norms in unrelated_notebook/; "
+    ("unrelated_notebook", f"missing notebook: no notebook for {A} in unrelated_notebook/; "
                            "notebooks that match no assignment: homework.ipynb"),
-    ("empty_folder", "missing notebook: no notebook for norms in empty_folder/")])
+    ("empty_folder", f"missing notebook: no notebook for {A} in empty_folder/")])
 def test_unusable_submissions_get_rows(graded, student, status):
     rows, _, _, _, _ = graded
     assert rows[student]["status"].startswith(status), rows[student]["status"]
@@ -306,12 +317,12 @@ def test_nothing_escaped(graded):
     assert server.connections == 0
     assert victim.read_text() == "untouched"
     assert not (ROOT / "solutions" / "HACKED").exists()
-    feedback = out_dir / "feedback" / "floods_output" / "norms.html"
+    feedback = out_dir / "feedback" / "floods_output" / f"{A}.html"
     assert feedback.stat().st_size < 8 << 20, "the gigabyte of output reached the feedback"
 
 
 def test_feedback_runs_no_submitted_script(graded):
     _, _, _, _, out_dir = graded
-    page = (out_dir / "feedback" / "scripts_feedback" / "norms.html").read_text()
+    page = (out_dir / "feedback" / "scripts_feedback" / f"{A}.html").read_text()
     assert "dlbbStolen" in page, "the submission's outputs are missing from its feedback"
     assert not [code for code in Runnable(page).code if "dlbbStolen" in code]

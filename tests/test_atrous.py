@@ -3,7 +3,7 @@
 Oracles: F.conv2d (conv2d claims to be a drop-in replacement) and its autograd
 gradients; torch.autograd.gradcheck; the loop convolution, the measured
 receptive fields and path counts and the transcribed torchvision ASPP of
-tests/slow_atrous.py; published receptive fields (VGG-16 212, AlexNet 195);
+autograder/oracles/atrous_loops.py; published receptive fields (VGG-16 212, AlexNet 195);
 closed-form parameter counts; and functional recomputations (F.conv2d,
 F.batch_norm, a reshape/permute pixel shuffle) from each module's own weights.
 """
@@ -14,27 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autograder.oracles import atrous_loops as S
 from solutions import atrous as A
-from tests import slow_atrous as S
-from tests.op_recorder import OpRecorder
+from tests.helpers import (Mistake, OpRecorder, check_probe, edit, pair, probe_cases, rand, tol,
+                           visible_text)
 
 
 DT = torch.float64
 # F.conv2d warns that padding='same' with an even kernel copies the input: expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
-
-
-def rand(*shape, seed=0, dtype=DT):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=DT).to(dtype)
-
-
-def tol(dtype):
-    return dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=2e-5)
-
-
-def pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def padded_size(H, W, KH, KW, padding, dilation):
@@ -722,3 +710,89 @@ def test_duc_rejects_bad_arguments():
             A.DUC(*kwargs)
     with pytest.raises(ValueError, match="DUC: input has 5 channels, expected 4"):
         A.DUC(4, 3, 2)(torch.randn(2, 5, 3, 3))
+
+
+# ================================================================ the grader's probes
+
+class ComposedSeparableConv2d(nn.Module):
+    """DepthwiseSeparableConv2d's parameters, applied as the one full convolution they
+    factor: weight[o, c] = pointwise[o, c] * depthwise[c]."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=False):
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, groups=in_channels,
+                                   bias=bias)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.conv = dict(stride=stride, padding=padding, dilation=dilation)
+
+    def forward(self, x):
+        mix = self.pointwise.weight[:, :, 0, 0]
+        weight = mix[:, :, None, None] * self.depthwise.weight[:, 0][None]
+        bias = None if self.pointwise.bias is None else mix @ self.depthwise.bias + self.pointwise.bias
+        return F.conv2d(x, weight, bias, **self.conv)
+
+
+class ReshapeDUC(nn.Module):
+    """DUC with the pixel shuffle written as its definition: channel c*r*r + i*r + j of
+    pixel (h, w) goes to channel c of pixel (h*r + i, w*r + j)."""
+
+    def __init__(self, in_channels, num_classes, upscale):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, upscale * upscale * num_classes, 3, padding=1)
+        self.upscale = upscale
+
+    def forward(self, x):
+        y, r = self.conv(x), self.upscale
+        N, _, H, W = y.shape
+        return y.view(N, -1, r, r, H, W).permute(0, 1, 4, 2, 5, 3).reshape(N, -1, H * r, W * r)
+
+
+COUNTERPARTS = dict(
+    conv2d=F.conv2d, receptive_field=S.brute_receptive_field_1d,
+    coverage=lambda dilations, kernel=3: S.brute_coverage(list(dilations), kernel),
+    DepthwiseSeparableConv2d=ComposedSeparableConv2d, ASPP=S.TorchvisionASPP, DUC=ReshapeDUC)
+
+
+@pytest.mark.parametrize("probe, seed", probe_cases("atrous"))
+def test_probe_agrees_with_independent_ops(probe, seed):
+    check_probe(probe, seed, A, COUNTERPARTS)
+
+
+# -- the chapter's page and its classic mistakes --------------------------------
+
+@pytest.mark.xdist_group("book")  # reads the session's one build of the book
+def test_page_ran_its_experiments(html):
+    page = (html / "book/atrous.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 4, "figures drawn by code are missing"
+    text = visible_text(page)
+    assert "15,535,104" in text, "the ASPP parameter count is missing"
+    rows = {name: [float(v) for v in (error + values).split()] for name, error, values in re.findall(
+        r"^(bilinear|DUC)\s+([\d.]+)%((?:\s+[\d.]+){3})$", text, re.M)}
+    assert set(rows) == {"bilinear", "DUC"}, "the DUC experiment's table is missing"
+    duc, bilinear = rows["DUC"], rows["bilinear"]
+    assert duc[0] < bilinear[0] and all(d > b for d, b in zip(duc[1:], bilinear[1:])), \
+        "the prose claims DUC has the lower pixel error and a higher IoU for every class"
+    for term in ["空洞卷积", "感受野", "网格效应", "空洞空间金字塔池化", "深度可分离卷积"]:
+        assert term in page
+
+
+MISTAKES = [
+    Mistake("flipped_kernel", {"conv2d": edit("w = weight.reshape(", "w = weight.flip(-1, -2).reshape(")},
+            {"conv2d"}, "you flipped the kernel: F.conv2d is a cross-correlation"),
+    Mistake("calls_conv2d",
+            {"conv2d": edit("    ### BEGIN SOLUTION\n",
+                            "    return F.conv2d(input, weight, bias, stride, padding, dilation, groups)\n")},
+            {"conv2d"}, "conv2d calls torch.conv2d", flagged={"conv2d"}),
+    Mistake("reach_not_paths",
+            {"coverage": edit("return counts[:, None] * counts[None, :]",
+                              "return (counts[:, None] * counts[None, :] > 0).long()")},
+            {"coverage"}, "count the paths, not just whether a pixel is reached"),
+    Mistake("swapped_subpixels",
+            {"DUC": edit("return self.pixel_shuffle(self.conv(x))",
+                         "y, r = self.conv(x), self.pixel_shuffle.upscale_factor\n"
+                         "        N, C, H, W = y.shape\n"
+                         "        return y.view(N, C // (r * r), r, r, H, W).permute(0, 1, 4, 3, 5, 2)"
+                         ".reshape(N, C // (r * r), H * r, W * r)")},
+            {"DUC"}, "you swapped i and j"),
+]

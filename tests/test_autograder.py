@@ -16,15 +16,9 @@ import torch.nn.functional as F
 from autograder import checks, course
 from autograder.template import TemplateError, render
 from solutions import norms
+from tests.helpers import CHAPTERS, ROOT, solution_lines
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def solution_lines(module_path: Path) -> list[str]:
-    """The distinctive lines of every BEGIN/END SOLUTION body in a reference module."""
-    bodies = re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", module_path.read_text(), re.S)
-    return [line.strip() for body in bodies for line in body.splitlines()
-            if len(line.strip()) > 30]
+A = CHAPTERS[0]  # any chapter, for what does not depend on its content
 
 
 def test_check_command_passes():
@@ -37,19 +31,21 @@ def test_check_command_passes():
 
 def test_drift_is_detected(tmp_path):
     shutil.copytree(course.EXERCISES, tmp_path, dirs_exist_ok=True)
-    notebook = nbformat.read(tmp_path / "norms.ipynb", as_version=4)
+    notebook = nbformat.read(tmp_path / A.exercise.name, as_version=4)
     notebook.cells[0].source += "\nAn edit made by hand."
-    nbformat.write(notebook, tmp_path / "norms.ipynb")
+    nbformat.write(notebook, tmp_path / A.exercise.name)
     (tmp_path / "orphan.ipynb").write_text("{}")
     problems = course.drift(tmp_path)
-    assert any("norms.ipynb is stale" in p for p in problems)
+    assert any(f"{A.exercise.name} is stale" in p for p in problems)
     assert any("orphan.ipynb has no template" in p for p in problems)
 
 
 def test_build_is_deterministic(tmp_path):
     course.build(tmp_path / "a")
     course.build(tmp_path / "b")
-    assert (tmp_path / "a/norms.ipynb").read_bytes() == (tmp_path / "b/norms.ipynb").read_bytes()
+    for chapter in CHAPTERS:
+        name = chapter.exercise.name
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("notebook", sorted(course.EXERCISES.glob("*.ipynb")), ids=str)
@@ -65,31 +61,25 @@ def test_exercises_hold_no_solution_or_hidden_test(notebook):
 
 def test_solution_lines_are_found():
     """The secrecy test above would see a leak: the instructor notebook has them all."""
-    lines = solution_lines(ROOT / "solutions" / "norms.py")
-    instructor = "\n".join(c.source for c in render(course.TEMPLATES / "norms.md").cells)
-    assert len(lines) > 20 and all(line in instructor for line in lines)
+    for chapter in CHAPTERS:
+        lines = solution_lines(chapter.files["reference module"])
+        instructor = "\n".join(c.source for c in render(chapter.template).cells)
+        assert len(lines) > 5 and all(line in instructor for line in lines), chapter.name
 
 
-@pytest.mark.parametrize("assignment, items, total", [
-    ("norms", ["batch_norm", "layer_norm", "instance_norm", "group_norm", "BatchNorm2d",
-               "batch_norm_backward"], 15),
-    ("resnet", ["BasicBlock", "Bottleneck", "make_layer", "ResNet", "count_parameters"], 12),
-    ("atrous", ["conv2d", "receptive_field", "coverage", "DepthwiseSeparableConv2d", "ASPP", "DUC"],
-     14),
-    ("deformable", ["bilinear_interpolate", "deform_conv2d", "DeformConv2d", "deform_roi_pool"], 11),
-    ("gan", ["discriminator_loss", "generator_loss", "generator_loss_saturating", "Generator",
-             "Discriminator", "weights_init", "train_step"], 12),
-    ("roi", ["roi_pool", "roi_align", "box_iou"], 10),
-])
-def test_student_notebook_items_and_points(assignment, items, total):
-    cells = nbformat.read(course.EXERCISES / f"{assignment}.ipynb", as_version=4).cells
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=str)
+def test_student_notebook_items_and_points(chapter):
+    """The released notebook grades the template's items, each with its points, and the
+    exercise's introduction states the total it grades."""
+    cells = nbformat.read(chapter.exercise, as_version=4).cells
     meta = [c.metadata["nbgrader"] for c in cells if "nbgrader" in c.metadata]
     answers = [m["grade_id"] for m in meta if m["solution"]]
     tests = {m["grade_id"]: m["points"] for m in meta if m["grade"]}
-    assert answers == items
-    assert list(tests) == [f"test_{a}" for a in answers]
-    assert sum(tests.values()) == total
-    module = importlib.import_module(f"solutions.{assignment}")
+    assert answers == list(chapter.items)
+    assert tests == {f"test_{item}": points for item, points in chapter.items.items()}
+    stated = re.search(r"Points: (\d+)\s+in all", " ".join(c.source for c in cells))
+    assert stated and int(stated[1]) == chapter.points, "the introduction states another total"
+    module = importlib.import_module(chapter.reference)
     stubs = [c.source for c in cells if c.metadata.get("nbgrader", {}).get("solution")]
     for stub, name in zip(stubs, answers):
         reference = getattr(module, name)
@@ -105,7 +95,7 @@ def test_template_errors_are_clear(tmp_path):
     bad.write_text("```{code-cell}\n#| tests batch_norm\nassert True\n```\n")
     with pytest.raises(TemplateError, match="points="):
         render(bad)
-    bad.write_text("```{code-cell}\n#| solution solutions.norms:_check_input\n```\n")
+    bad.write_text("```{code-cell}\n#| solution solutions.common:check_tensor\n```\n")
     with pytest.raises(TemplateError, match="no BEGIN SOLUTION"):
         render(bad)
     bad.write_text("```{code-cell}\n#| solution batch_norm\n```\n")

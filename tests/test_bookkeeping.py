@@ -19,10 +19,13 @@ import sqlalchemy as sa
 from nbgrader.api import Gradebook
 
 from autograder import grade as grading, sandbox
-from autograder.template import ROOT
-from test_grading import FIXTURES, points_per_item, submission, total
+from tests.helpers import ROOT, chapter_of, mistakes, points_per_item, submission, total
 
 pytestmark = pytest.mark.xdist_group("bookkeeping")
+# a chapter with a mistake that costs points, and its mistakes by student
+CHAPTER = chapter_of("batch_norm")
+A = CHAPTER.name
+MISTAKES = {mistake.student: mistake for mistake in mistakes(CHAPTER)}
 POSTGRES = os.environ.get("DLBB_POSTGRES_URL", "postgresql+psycopg://dlbb:dlbb@127.0.0.1:5432/postgres")
 
 
@@ -66,20 +69,19 @@ def db_url(request, tmp_path):
 
 
 def hand_in(folder, student, fixture):
-    path = folder / student / "norms" / "norms.ipynb"
+    path = folder / student / A / f"{A}.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(submission("norms", FIXTURES["norms"][fixture][0]), path)
+    nbformat.write(submission(A, MISTAKES[fixture].answers), path)
     return path
 
 
 def expected_score(fixture):
-    lost = FIXTURES["norms"][fixture][1]
-    return total("norms") - sum(points_per_item("norms")[item] for item in lost)
+    return total(A) - sum(points_per_item(A)[item] for item in MISTAKES[fixture].loses)
 
 
 def graded_at(course, student):
     """When the student's notebook was last autograded (None: never)."""
-    path = course / "autograded" / student / "norms" / "norms.ipynb"
+    path = course / "autograded" / student / A / f"{A}.ipynb"
     return path.stat().st_mtime_ns if path.exists() else None
 
 
@@ -90,7 +92,7 @@ def read_csv(path):
 
 def gradebook_scores(db_url):
     with Gradebook(db_url) as gradebook:
-        return {s.student.id: s.score for s in gradebook.find_assignment("norms").submissions}
+        return {s.student.id: s.score for s in gradebook.find_assignment(A).submissions}
 
 
 def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
@@ -111,7 +113,7 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
     first.wait()
     assert (course / "ledger.json").exists(), "the grader recorded no submission in 300 s"
     done_before = {s for s in class_ if graded_at(course, s)}
-    recorded = {s for s in class_ if f"{s}/norms" in (course / "ledger.json").read_text()}
+    recorded = {s for s in class_ if f"{s}/{A}" in (course / "ledger.json").read_text()}
     assert recorded and recorded <= done_before
 
     stamps = {s: graded_at(course, s) for s in recorded}
@@ -132,16 +134,16 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
     regraded = {s for s in class_ if graded_at(course, s) != stamps[s]}
     assert regraded == {"bob"}
     final = {**{s: expected_score(f) for s, f in class_.items()},
-             "bob": total("norms"), "eve": expected_score("biased_running_var")}
+             "bob": total(A), "eve": expected_score("biased_running_var")}
     rows = read_csv(out)
     assert {s: float(r["score"]) for s, r in rows.items()} == final
     assert gradebook_scores(db_url) == final  # one submission per student: nothing counted twice
     assert {s: r["status"] for s, r in rows.items()} == {s: "graded" for s in final}
 
     # a broken new attempt: its 0 replaces the earlier grade in the gradebook too
-    feedback = out.parent / "feedback" / "cy" / "norms.html"
+    feedback = out.parent / "feedback" / "cy" / f"{A}.html"
     assert feedback.is_file()
-    (folder / "cy" / "norms" / "norms.ipynb").write_text("{ not json")
+    (folder / "cy" / A / f"{A}.ipynb").write_text("{ not json")
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     rows = read_csv(out)
     assert rows["cy"]["status"].startswith("corrupt notebook") and float(rows["cy"]["score"]) == 0

@@ -1,6 +1,6 @@
 """Tests of the reference code in solutions/deformable.py.
 
-Oracles: the loop ports of torchvision's CPU kernels in tests/slow_deformable.py
+Oracles: the loop ports of torchvision's CPU kernels in autograder/oracles/deformable_loops.py
 (deform-conv bilinear rule, im2col forward, col2im / col2im_coord / weight
 backward, RoI Align forward and backward); F.conv2d (zero offsets are a plain
 convolution, integer offsets a shifted one); torch.autograd.gradcheck;
@@ -9,35 +9,23 @@ RoI Align of a ramp is the ramp at the bin centres); and op counts under a
 dispatch mode, which show there is no Python loop over batch, taps or pixels.
 """
 import inspect
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autograder.oracles import deformable as O
+from autograder.oracles import deformable_loops as S
+from autograder.oracles.roi import tv_convert_boxes_to_roi_format
 from solutions import deformable as D
-from tests import slow_deformable as S
-from tests.bench_table import quick_rows
-from tests.op_recorder import OpRecorder
+from solutions import resnet
+from tests.helpers import (Mistake, OpRecorder, check_probe, close, edit, pair, probe_cases,
+                           prose, quick_rows, rand, random_rois, sentences_with, visible_text)
 
 
 DT = torch.float64
-
-
-def rand(*shape, seed=0, dtype=DT, low=None, high=None):
-    g = torch.Generator().manual_seed(seed)
-    if low is None:
-        return torch.randn(*shape, generator=g, dtype=DT).to(dtype)
-    return (low + (high - low) * torch.rand(*shape, generator=g, dtype=DT)).to(dtype)
-
-
-def close(actual, expected, what="", tol=1e-10):
-    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol,
-                               msg=lambda m: f"{what}: {m}")
-
-
-def pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def out_size(H, W, KH, KW, stride, padding, dilation):
@@ -48,7 +36,7 @@ def out_size(H, W, KH, KW, stride, padding, dilation):
 # ================================================================ bilinear_interpolate
 
 def loop_bilinear(input, y, x):
-    """torchvision's deform-conv rule point by point (tests/slow_deformable.py)."""
+    """torchvision's deform-conv rule point by point (autograder/oracles/deformable_loops.py)."""
     N, C, H, W = input.shape
     im = input.tolist()
     ys, xs = y.reshape(N, -1).tolist(), x.reshape(N, -1).tolist()
@@ -617,24 +605,11 @@ def test_deform_conv_module_rejects_bad_arguments():
     m = D.DeformConv2d(4, 6, 3)
     with pytest.raises(ValueError, match="DeformConv2d: input has 3 channels, expected 4"):
         m(torch.randn(1, 3, 5, 5))
-    with pytest.raises(ValueError, match=r"kernel spans 3x3 pixels, larger than the padded input 2x5"):
+    with pytest.raises(ValueError, match=r"kernel spans 3x3 pixels .*larger than the padded input 2x5"):
         m(torch.randn(1, 4, 2, 5))
 
 
 # ================================================================ deform_roi_pool
-
-def random_rois(K, N, H, W, seed, scale=1.0):
-    """Boxes in image coordinates: most inside, some partly outside, some tiny or inverted."""
-    g = torch.Generator().manual_seed(seed)
-    b = torch.randint(0, N, (K,), generator=g).to(DT)
-    x1 = (torch.rand(K, generator=g, dtype=DT) * (W + 4) - 3) / scale
-    y1 = (torch.rand(K, generator=g, dtype=DT) * (H + 4) - 3) / scale
-    bw = torch.rand(K, generator=g, dtype=DT) * W / scale
-    bh = torch.rand(K, generator=g, dtype=DT) * H / scale
-    bw[: K // 4] *= 0.1   # tiny: clamped to one pixel
-    bh[K // 4: K // 3] = -0.3  # inverted: clamped too
-    return torch.stack([b, x1, y1, x1 + bw, y1 + bh], 1)
-
 
 ROI_CASES = [  # (output_size, spatial_scale, sampling_ratio)
     ((2, 2), 1.0, -1), ((3, 3), 1.0, 2), ((1, 4), 0.5, 0), ((3, 2), 0.25, 1), ((2, 3), 1.7, 3),
@@ -881,7 +856,6 @@ def test_bench_quick_runs_and_prints_a_ratio_per_row():
 
 def test_the_hidden_tests_oracle_agrees_with_the_torchvision_ports():
     """autograder/oracles/deformable.py judges submissions: it must match the kernel ports."""
-    from autograder.oracles import deformable as O
     torch.manual_seed(3)
     x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
     weight = torch.randn(6, 2, 3, 2, dtype=torch.float64)
@@ -897,3 +871,156 @@ def test_the_hidden_tests_oracle_agrees_with_the_torchvision_ports():
         torch.testing.assert_close(
             O.loop_deform_roi_pool(x, rois, bins, (2, 3), 0.7, ratio, 0.2),
             S.roi_align_loop(x, rois, 0.7, 2, 3, ratio, offset=bins, gamma=0.2))
+
+
+# ================================================================ the grader's probes
+
+class KernelPortDeformConv2d(torch.autograd.Function):
+    """deform_conv2d by the loop ports of torchvision's forward and backward kernels."""
+
+    @staticmethod
+    def forward(ctx, input, offset, weight, bias, mask, stride, padding, dilation):
+        ctx.save_for_backward(input, offset, weight, mask)
+        ctx.conv, ctx.has_bias = (stride, padding, dilation), bias is not None
+        return S.deform_conv2d_loop(input, offset, weight, bias, stride, padding, dilation,
+                                    mask).to(input.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        input, offset, weight, mask = ctx.saved_tensors
+        grads = S.deform_conv2d_backward_loop(grad_out, input, offset, weight, *ctx.conv, mask)
+        gi, goff, gm, gw, gb = (None if g is None else g.to(input.dtype) for g in grads)
+        return gi, goff, gw, gb if ctx.has_bias else None, gm, None, None, None
+
+
+def kernel_port_deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilation=1,
+                              mask=None):
+    return KernelPortDeformConv2d.apply(input, offset, weight, bias, mask, stride, padding,
+                                        dilation)
+
+
+class PackedDeformConv2d(nn.Module):
+    """torchvision's DeformConv2d parameters fed by an offset-predicting nn.Conv2d, zero at
+    first (mmcv's DeformConv2dPack / ModulatedDeformConv2dPack); its forward calls the
+    ``deform_conv2d`` that the probe binds."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, offset_groups=1, modulated=False):
+        super().__init__()
+        KH, KW = pair(kernel_size)
+        self.weight = nn.Parameter(torch.zeros(out_channels, in_channels // groups, KH, KW))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.taps = offset_groups * KH * KW
+        self.conv_offset = nn.Conv2d(in_channels, (3 if modulated else 2) * self.taps, kernel_size,
+                                     stride, padding, dilation)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+        self.conv = (stride, padding, dilation)
+
+    def forward(self, x):
+        predicted = self.conv_offset(x)
+        offset, mask = predicted[:, :2 * self.taps], predicted[:, 2 * self.taps:]
+        mask = mask.sigmoid() if mask.shape[1] else None
+        return deform_conv2d(x, offset, self.weight, self.bias, *self.conv, mask)  # noqa: F821
+
+
+def loop_deform_roi_pool(input, boxes, *args):
+    if not isinstance(boxes, torch.Tensor):
+        boxes = tv_convert_boxes_to_roi_format(boxes)
+    return O.loop_deform_roi_pool(input, boxes, *args)
+
+
+COUNTERPARTS = dict(bilinear_interpolate=O.grid_bilinear, deform_conv2d=kernel_port_deform_conv2d,
+                    DeformConv2d=PackedDeformConv2d, deform_roi_pool=loop_deform_roi_pool)
+
+
+@pytest.mark.parametrize("probe, seed", probe_cases("deformable"))
+def test_probe_agrees_with_independent_ops(probe, seed):
+    check_probe(probe, seed, D, COUNTERPARTS)
+
+
+# -- the chapter's page and its classic mistakes --------------------------------
+
+@pytest.mark.xdist_group("book")  # reads the session's one build of the book
+def test_page_ran_its_experiments(html):
+    page = (html / "book/deformable.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 4, "figures drawn by code are missing"
+    text = visible_text(page)
+    runs = {name: [float(v) for v in values] for name, *values in re.findall(
+        r"^(plain|plain, width \d+|deformable)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$",
+        text, re.M)}
+    assert len(runs) == 3 and "deformable" in runs, "the accuracy table is missing"
+    deformable = runs.pop("deformable")
+    plain, wide = runs.pop("plain"), runs.popitem()[1]
+    assert min(deformable[:3]) > max(plain[:3] + wide[:3]), \
+        "the prose claims every deformable run beats every plain run"
+    assert deformable[3] - max(plain[3], wide[3]) >= 3, "the prose claims a gap of several points"
+    assert 0 < wide[3] - plain[3] < deformable[3] - wide[3], \
+        "the prose claims width helps the plain net, but much less than deformable layers"
+    assert deformable[4] / plain[4] >= 2, "the prose claims the deformable net costs several times as long"
+    ink = {name: (float(a), float(b)) for name, a, b in re.findall(
+        r"^(regular grid|learned, image average|learned, per image)\s+([\d.]+)\s+([\d.]+)$", text, re.M)}
+    assert len(ink) == 3, "the sampling-pattern table is missing"
+    regular, average, per_image = ink["regular grid"], ink["learned, image average"], ink["learned, per image"]
+    assert 1.5 <= per_image[0] / regular[0] <= 2.5, "the prose claims about twice the ink of the grid"
+    assert abs(average[0] - per_image[0]) <= 0.15 * per_image[0], \
+        "the prose claims the image-averaged pattern reads about as much ink"
+    assert per_image[1] - average[1] >= 15 and regular[1] <= 20, \
+        "the prose claims the net needs its per-image offsets, and fails on the regular grid"
+    spread = {name: [float(v) for v in values] for name, *values in re.findall(
+        r"^(smallest third|largest third)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M)}
+    assert len(spread) == 2, "the spread table is missing"
+    small, large = spread["smallest third"], spread["largest third"]
+    scale = large[0] / small[0]
+    assert 1.3 <= scale <= 1.5 and abs(large[1] / small[1] - 1) < (scale - 1) / 2, \
+        "the prose claims digits 1.4 times larger get nearly the same spread"
+    assert min(small[1], large[1]) > 1.3 * small[2], "the prose claims a much wider spread than the grid"
+    for term in ["可变形卷积", "偏移", "双线性插值", "调制"]:
+        assert term in page
+
+
+def test_page_states_the_papers_layer_counts_and_learning_rates():
+    text = prose("deformable")
+    saturation = r"saturated at three deformable layers for DeepLab and at six for the detectors"
+    assert sentences_with(text, saturation), \
+        "DCN v1 (Table 1): gains saturate at 3 deformable layers for DeepLab, at 6 for the detectors"
+    counts = r"(\d+) layers by the paper's count \(a standard ResNet-50 has (\d+) \$3 \\times 3\$ convolutions"
+    stated = re.search(counts, text)
+    assert stated and stated[1] == "12", "DCN v2 counts 12 deformable layers in conv3 to conv5"
+    model = resnet.resnet50()
+    convs = [m for stage in (model.layer2, model.layer3, model.layer4) for m in stage.modules()
+             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert int(stated[2]) == len(convs), f"ResNet-50 has {len(convs)} 3x3 convolutions in conv3 to conv5"
+    rate = sentences_with(text, r"0\.1 times the learning rate")
+    assert rate and all("convolutional" in s for s in rate), "DCN v2's 0.1x rate is for the added conv layers"
+    assert sentences_with(text, r"fully connected layers, and those keep the normal learning rate"), \
+        "DCN v2 (section 3.2): the fc layers of modulated deformable RoI pooling keep the normal rate"
+    warp = sentences_with(text, r"spatial transformer network")
+    assert warp and any("affine, projective or a thin-plate spline" in s for s in warp) \
+        and not any("one affine transformation" in s for s in warp), \
+        "a spatial transformer predicts a parametric warp: affine, projective or thin-plate spline"
+
+
+GRID_SAMPLE_BILINEAR = """\
+    N, C, H, W = input.shape
+    grid = torch.stack([2 * x / (W - 1) - 1, 2 * y / (H - 1) - 1], -1).reshape(N, -1, 1, 2)
+    sampled = torch.nn.functional.grid_sample(input, grid, align_corners=True)
+    return sampled.reshape(N, C, *y.shape[1:])
+"""
+
+MISTAKES = [
+    Mistake("dy_dx_swapped",
+            {"deform_conv2d": edit("y = (base_y + off[:, :, :, 0])", "y = (base_y + off[:, :, :, 1])",
+                                   "x = (base_x + off[:, :, :, 1])", "x = (base_x + off[:, :, :, 0])")},
+            {"deform_conv2d"}, "you swapped dy and dx"),
+    Mistake("mask_sigmoid_twice",
+            {"deform_conv2d": edit("cols * mask.reshape(", "cols * mask.sigmoid().reshape(")},
+            {"deform_conv2d"}, "the mask is used as given"),
+    Mistake("unnormalised_bin_offsets",
+            {"deform_roi_pool": edit("v(gamma * roi_h) * dy", "dy", "v(gamma * roi_w) * dx", "dx")},
+            {"deform_roi_pool"}, "the offsets are normalised"),
+    Mistake("calls_grid_sample",
+            {"bilinear_interpolate": edit("    ### BEGIN SOLUTION\n", GRID_SAMPLE_BILINEAR)},
+            {"bilinear_interpolate"}, "calls torch.nn.functional.grid_sample",
+            flagged={"bilinear_interpolate"}),
+]

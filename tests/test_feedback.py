@@ -16,14 +16,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.template import ROOT
-from test_grading import reference, released, submission
+from tests.helpers import ROOT, chapter_of, hidden_lines, reference, released, submission
 
 pytestmark = pytest.mark.xdist_group("grading")
 
 # Right wherever it is called, except from a line of a hidden-test block: only a hidden
 # check fails, so its traceback would print hidden lines around the failing one.
-WRONG_ONLY_UNDER_HIDDEN_TESTS = reference("roi", "box_iou").replace("def box_iou(", "def _box_iou(") + '''
+A = chapter_of("box_iou")
+WRONG_ONLY_UNDER_HIDDEN_TESTS = reference(A.name, "box_iou").replace("def box_iou(", "def _box_iou(") + '''
 
 import linecache, sys
 
@@ -71,13 +71,13 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("feedback")
     students = root / "zipped" / CLASS
     write(students / "ana" / "RoIAlign_hw.ipynb",
-          nbformat.writes(submission("roi", {"box_iou": WRONG_ONLY_UNDER_HIDDEN_TESTS})))
-    write(students / "ben" / "roi" / "roi.ipynb", nbformat.writes(submission("roi", None)))
+          nbformat.writes(submission(A.name, {"box_iou": WRONG_ONLY_UNDER_HIDDEN_TESTS})))
+    write(students / "ben" / A.name / f"{A.name}.ipynb", nbformat.writes(submission(A.name, None)))
     write(students / "cai" / "notes.ipynb", "{}")
-    write(students / "dan" / "roi.ipynb", nbformat.writes(submission("roi", {"box_iou": (
+    write(students / "dan" / f"{A.name}.ipynb", nbformat.writes(submission(A.name, {"box_iou": (
         "def box_iou(boxes1, boxes2):\n    import os\n    os._exit(0)\n")})))
-    write(students / "eve" / "roi.ipynb", released("roi").read_text()[:4000])
-    write(students / "fay" / "roi.ipynb",
+    write(students / "eve" / f"{A.name}.ipynb", released(A.name).read_text()[:4000])
+    write(students / "fay" / f"{A.name}.ipynb",
           json.dumps({"cells": "none", "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     archive = shutil.make_archive(str(root / "class"), "zip", root / "zipped")  # zip -r class.zip Class-DL-2025
     out, course = root / "out" / "grades.csv", root / "course"
@@ -91,17 +91,6 @@ def graded(tmp_path_factory):
     return rows, out.parent / "feedback", course, result.stdout
 
 
-def hidden_lines(course, assignment, grade_id):
-    """The lines of a grade cell's hidden block that the student's notebook does not hold."""
-    cell = next(c for c in nbformat.read(course / "source" / assignment / f"{assignment}.ipynb",
-                                         as_version=4).cells
-                if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
-    block = cell.source.partition("### BEGIN HIDDEN TESTS")[2].partition("### END HIDDEN TESTS")[0]
-    visible = released(assignment).read_text()
-    lines = {line.strip() for line in block.splitlines()}
-    return {line for line in lines if len(line) > 3 and json.dumps(line)[1:-1] not in visible}
-
-
 def test_the_wrapped_class_is_graded_per_student(graded):
     rows, _, _, _ = graded
     assert sorted(rows) == ["ana", "ben", "cai", "dan", "eve", "fay"]
@@ -110,32 +99,35 @@ def test_the_wrapped_class_is_graded_per_student(graded):
 
 def test_a_hidden_failure_reaches_the_student_as_its_message_only(graded):
     rows, feedback, course, _ = graded
-    autograded = nbformat.read(course / "autograded" / "ana" / "roi" / "roi.ipynb", as_version=4)
+    autograded = nbformat.read(course / "autograded" / "ana" / A.name / f"{A.name}.ipynb", as_version=4)
     error = next(o for c in autograded.cells for o in c.get("outputs", [])
                  if c.metadata.get("nbgrader", {}).get("grade_id") == "test_box_iou"
                  and o.output_type == "error")
     traceback = "\n".join(error.traceback)
-    hidden = hidden_lines(course, "roi", "test_box_iou")
+    hidden = hidden_lines(A, "test_box_iou")
     assert hidden and [line for line in hidden if line in traceback], \
         "the fixture must fail inside the hidden block, where the traceback shows hidden lines"
-    page = Page((feedback / "ana" / "roi.html").read_text()).text
+    page = Page((feedback / "ana" / f"{A.name}.html").read_text()).text
     assert f"{error.ename}: {error.evalue}" in page
     assert not [line for line in hidden if line in page]
     assert "HIDDEN TESTS" not in page
 
 
 def test_a_disagreement_says_which_side_failed_on_what(graded):
-    rows, _, _, _ = graded
+    rows, feedback, _, _ = graded
     status = rows["ana"]["status"]
     assert re.fullmatch(r"graded; flagged: box_iou notebook tests failed \(AssertionError: box_iou[^;]+\), "
                         r"fresh-input check passed", status), status
+    page = Page((feedback / "ana" / f"{A.name}.html").read_text()).text
+    assert "FreshInputCheckPassed: notebook tests failed (AssertionError: box_iou" in page, \
+        "the feedback must say what the CSV says, in the item's own grade cell"
 
 
 def test_the_score_table_names_every_item(graded):
     _, feedback, _, _ = graded
-    page = Page((feedback / "ben" / "roi.html").read_text()).text
+    page = Page((feedback / "ben" / f"{A.name}.html").read_text()).text
     items = [c.metadata["nbgrader"]["grade_id"].removeprefix("test_")
-             for c in nbformat.read(released("roi"), as_version=4).cells
+             for c in nbformat.read(released(A.name), as_version=4).cells
              if c.metadata.get("nbgrader", {}).get("grade")]
     assert "Test cell" not in page
     for item in items:
@@ -151,7 +143,7 @@ def test_an_untouched_notebook_says_so(graded):
 
 def test_unmatched_notebooks_are_named_in_the_status_and_on_the_console(graded):
     rows, _, _, stdout = graded
-    assert rows["cai"]["status"] == ("missing notebook: no notebook for roi in cai/; "
+    assert rows["cai"]["status"] == (f"missing notebook: no notebook for {A.name} in cai/; "
                                      "notebooks that match no assignment: notes.ipynb")
     assert "notes.ipynb" in stdout
 
@@ -176,7 +168,7 @@ def test_a_discarded_student_leaves_nothing_behind(graded):
 
 def test_feedback_loads_nothing_from_the_network(graded):
     _, feedback, _, _ = graded
-    page_path = feedback / "ana" / "roi.html"
+    page_path = feedback / "ana" / f"{A.name}.html"
     page = page_path.read_text()
     loads = Page(page).loads
     assert not [url for url in loads if re.match(r"(https?:)?//", url)], loads
@@ -188,7 +180,7 @@ def test_feedback_loads_nothing_from_the_network(graded):
 
 def test_feedback_maths_render_offline(graded):
     _, feedback, _, _ = graded
-    page = feedback / "ben" / "roi.html"
+    page = feedback / "ben" / f"{A.name}.html"
     assert "$" in Page(page.read_text()).text, "the page has no maths to render"
     dom = subprocess.run([shutil.which("chromium") or "chromium", "--headless", "--no-sandbox",
                           "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
@@ -212,15 +204,15 @@ def test_nbgrader_commands_work_in_a_fresh_course(tmp_path):
     assert not (course / "source").exists()          # as in a fresh clone
     home.mkdir()
     exchange = [f"--Exchange.root={course / 'exchange'}", "--course=dlbb"]
-    nbgrader(course, "generate_assignment", "roi")
-    nbgrader(course, "release_assignment", "roi")
-    assert "dlbb roi" in nbgrader(course, "list")
-    nbgrader(home, "fetch_assignment", "roi", *exchange)
-    nbgrader(home, "submit", "roi", *exchange)
-    nbgrader(course, "collect", "roi")
+    nbgrader(course, "generate_assignment", A.name)
+    nbgrader(course, "release_assignment", A.name)
+    assert f"dlbb {A.name}" in nbgrader(course, "list")
+    nbgrader(home, "fetch_assignment", A.name, *exchange)
+    nbgrader(home, "submit", A.name, *exchange)
+    nbgrader(course, "collect", A.name)
     student = next((course / "submitted").iterdir()).name
-    nbgrader(course, "autograde", "roi")
-    nbgrader(course, "generate_feedback", "roi")
-    page = course / "feedback" / student / "roi" / "roi.html"
+    nbgrader(course, "autograde", A.name)
+    nbgrader(course, "generate_feedback", A.name)
+    page = course / "feedback" / student / A.name / f"{A.name}.html"
     loads = Page(page.read_text()).loads
     assert loads and all((page.parent / url).resolve().is_file() for url in loads), loads

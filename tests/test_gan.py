@@ -10,6 +10,7 @@ example's training loop written out here (two backward calls for D, BCE on
 logits) for ``train_step``.
 """
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from torch import nn
 from autograder.oracles import dcgan_layout as layout
 from autograder.oracles.dcgan import ExampleD, ExampleG, example_step, example_weights_init
 from solutions import gan
-from tests.op_recorder import OpRecorder
+from tests.helpers import Mistake, OpRecorder, check_probe, edit, probe_cases, visible_text
 
 DT = torch.float64
 EXAMPLE_G_PARAMETERS = 3_576_704  # the issue: PyTorch examples' dcgan, nz=100, ngf=64, nc=3
@@ -534,3 +535,115 @@ def _step_args(**changes):
 def test_train_step_bad_arguments(changes, error, message):
     with pytest.raises(error, match=message):
         gan.train_step(**_step_args(**changes))
+
+
+# ---------------------------------------------------------------------------- the grader's probes
+
+def bce(logits, target):
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class LogitExampleD(ExampleD):
+    """The example's discriminator without its final Sigmoid: the course's works on logits."""
+
+    def forward(self, x):
+        return self.main[:-1](x).view(-1)
+
+
+def example_weights_init_affine(m):
+    """The example's weights_init, for the layers that have weights (it assumes every
+    BatchNorm is affine)."""
+    if getattr(m, "weight", None) is not None:
+        example_weights_init(m)
+
+
+COUNTERPARTS = dict(
+    discriminator_loss=lambda real, fake: bce(real, 1.0) + bce(fake, 0.0),
+    generator_loss=lambda fake: bce(fake, 1.0),
+    generator_loss_saturating=lambda fake: -bce(fake, 0.0),
+    Generator=ExampleG, Discriminator=LogitExampleD, weights_init=example_weights_init_affine,
+    train_step=example_step)
+
+
+@pytest.mark.parametrize("probe, seed", probe_cases("gan"))
+def test_probe_agrees_with_the_pytorch_example(probe, seed):
+    check_probe(probe, seed, gan, COUNTERPARTS)
+
+
+# -- the chapter's page and its classic mistakes --------------------------------
+
+@pytest.mark.xdist_group("book")  # reads the session's one build of the book
+def test_page_trained_its_dcgan(html):
+    page = (html / "book/gan.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 5, "figures drawn by code are missing"
+    text = visible_text(page)
+    for count in ["3,576,704", "2,765,568"]:
+        assert count in text, f"the DCGAN layer table lacks {count}"
+    rows = {name: [float(v) for v in values] for name, *values in re.findall(
+        r"^(real digits|DCGAN, epoch \d+|DCGAN|no BN in G|no BN in G or D|ReLU instead of LeakyReLU in D)"
+        r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", text, re.M)}
+    unseen = re.search(r"^real digits, not seen\s+([\d.]+)\s+([\d.]+)$", text, re.M)
+    assert len(rows) == 6 and unseen, "the sample-quality tables are missing"
+    final = next(values for name, values in rows.items() if name.startswith("DCGAN, epoch"))
+    real, short, relu = rows["real digits"], rows["DCGAN"], rows["ReLU instead of LeakyReLU in D"]
+    collapsed, partial = rows["no BN in G"], rows["no BN in G or D"]
+    # columns: confidence, share >= 0.9, score, classes, diversity
+    assert final[3] == 10 and 1 < final[2] < real[2], \
+        "the prose claims the DCGAN draws all ten classes, with a score between 1 and the real digits'"
+    assert final[0] < float(unseen[1]) and 0.3 <= final[1] <= 0.7, \
+        "the prose claims a confidence below unseen real digits', and about half confident samples"
+    assert collapsed[3] == 1 and collapsed[2] < 1.1 and collapsed[4] < 0.1, \
+        "the prose claims G without BN collapses to one image"
+    assert partial[3] < 10 and partial[2] < short[2] and 0.3 < partial[4] / real[4] < 0.7, \
+        "the prose claims partial collapse without BN: few classes, a low score, about half the diversity"
+    assert partial[0] >= short[0], "the prose claims those samples are not worse one at a time"
+    assert relu[3] == 10 and abs(relu[2] - short[2]) < 1 and abs(relu[0] - short[0]) < 0.05, \
+        "the prose claims ReLU in D makes little difference"
+    for term in ["生成对抗网络", "生成器", "判别器", "转置卷积", "模式崩溃"]:
+        assert term in page
+
+
+D_LOSS = "return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()"
+G_LOSS = "return F.softplus(-fake_logits).mean()"
+MISTAKES = [
+    Mistake("average_not_sum",
+            {"discriminator_loss": edit(D_LOSS, "return (F.softplus(-real_logits).mean()"
+                                                " + F.softplus(fake_logits).mean()) / 2")},
+            {"discriminator_loss"}, "the loss is the SUM of the two means"),
+    Mistake("swapped_labels",
+            {"discriminator_loss": edit(D_LOSS, "return F.softplus(real_logits).mean()"
+                                                " + F.softplus(-fake_logits).mean()")},
+            {"discriminator_loss"}, "you swapped them"),
+    Mistake("saturating_generator_loss",
+            {"generator_loss": edit(G_LOSS, "return -F.softplus(fake_logits).mean()")},
+            {"generator_loss"}, "that is the saturating minimax loss"),
+    Mistake("calls_bce",
+            {"discriminator_loss": edit(
+                "    ### BEGIN SOLUTION\n",
+                "    ones, zeros = torch.ones_like(real_logits), torch.zeros_like(fake_logits)\n"
+                "    return (F.binary_cross_entropy_with_logits(real_logits, ones)\n"
+                "            + F.binary_cross_entropy_with_logits(fake_logits, zeros))\n")},
+            {"discriminator_loss"}, "calls torch.nn.functional.binary_cross_entropy_with_logits",
+            flagged={"discriminator_loss"}),
+    Mistake("log_of_sigmoid",
+            {"generator_loss": edit(G_LOSS, "return -torch.log(torch.sigmoid(fake_logits)).mean()")},
+            {"generator_loss"}, "use softplus"),
+    Mistake("sigmoid_left_in",
+            {"Discriminator": edit("nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),",
+                                   "nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(),")},
+            {"Discriminator"}, "leave out the example's final Sigmoid"),
+    Mistake("one_d_pass",
+            {"train_step": edit("    loss_d = discriminator_loss(D(real), D(fake.detach()))\n",
+                                "    both = D(torch.cat([real, fake.detach()]))\n"
+                                "    loss_d = discriminator_loss(both[:len(real)], both[len(real):])\n")},
+            {"train_step"}, "you ran D once on real and fakes together"),
+    Mistake("generator_against_old_d",
+            {"train_step": edit("    loss_d.backward()\n    opt_d.step()\n",
+                                "    loss_d.backward()\n    loss_g = generator_loss(D(fake))\n    opt_d.step()\n",
+                                "    loss_g = generator_loss(D(fake))\n    loss_g.backward()",
+                                "    loss_g.backward()")},
+            {"train_step"}),
+    Mistake("detached_fakes_for_g",
+            {"train_step": edit("loss_g = generator_loss(D(fake))", "loss_g = generator_loss(D(fake.detach()))")},
+            {"train_step"}, "no gradient reached G: are the fakes detached"),
+]

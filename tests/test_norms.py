@@ -1,29 +1,29 @@
 """Tests of the reference norms in solutions/norms.py.
 
 Oracles: torch.nn.functional / nn.BatchNorm2d (the reference claims to be a
-drop-in replacement), the loop references in tests/slow_norms.py (plain Python
+drop-in replacement), the loop references in autograder/oracles/norms_loops.py (plain Python
 means and variances, no torch reduction), hand-computed numbers for the pinned
 conventions, torch.autograd.gradcheck, and finite differences for the
 closed-form BatchNorm backward.
 """
+import functools
 import inspect
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
+import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autograder.oracles import norms_loops as S
 from solutions import norms as R
-from tests import slow_norms as S
+from tests import helpers
+from tests.helpers import (Mistake, bib_entries, check_probe, edit, probe_cases, prose, quick_rows,
+                           sentences_with, visible_text)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 DT = torch.float64
 LAYOUTS = ["contiguous", "transposed", "strided"]
 AFFINE = ["none", "weight", "bias", "both"]
@@ -31,8 +31,7 @@ AFFINE = ["none", "weight", "bias", "both"]
 
 # --------------------------------------------------------------------------- helpers
 
-def close(actual, expected, what=""):
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-10, msg=lambda m: f"{what}: {m}")
+close = functools.partial(helpers.close, tol=1e-10, rtol=1e-9)
 
 
 def make_input(shape, layout="contiguous", seed=0):
@@ -793,13 +792,125 @@ def test_batch_norm_backward_shape_mismatch():
 # ---------------------------------------------------------------- benchmark smoke test
 
 def test_bench_quick_runs_and_prints_a_ratio_per_norm():
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "bench/norms.py", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    rows, stdout = quick_rows("bench/norms.py")
     for name in ["batch_norm", "layer_norm", "instance_norm", "group_norm"]:
         for mode in ["fwd", "fwd+bwd"]:
-            m = re.search(rf"^{name}\s+{re.escape(mode)}\s+\d+\.\d+\s+\d+\.\d+\s+(\d+\.\d+)\s",
-                          proc.stdout, re.M)
-            assert m, f"no {name} {mode} ratio in:\n{proc.stdout}"
-            assert float(m.group(1)) >= 0
+            assert (name, mode) in rows, f"no {name} {mode} row in:\n{stdout}"
+            assert rows[name, mode][3] < 1e-5, f"reference and torch disagree: {name} {mode}"
+
+
+# ---------------------------------------------------------------- the grader's probes
+
+def autograd_batch_norm_backward(grad_out, x, weight=None, eps=1e-5):
+    """batch_norm_backward by autograd through F.batch_norm."""
+    C = x.shape[1]
+    x = x.detach().requires_grad_()
+    weight = (x.new_ones(C) if weight is None else weight.detach()).requires_grad_()
+    bias = x.new_zeros(C, requires_grad=True)
+    out = F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+    return torch.autograd.grad(out, (x, weight, bias), grad_out)
+
+
+COUNTERPARTS = dict(batch_norm=F.batch_norm, layer_norm=F.layer_norm,
+                    instance_norm=F.instance_norm, group_norm=F.group_norm,
+                    BatchNorm2d=nn.BatchNorm2d, batch_norm_backward=autograd_batch_norm_backward)
+
+
+@pytest.mark.parametrize("probe, seed", probe_cases("norms"))
+def test_probe_agrees_with_torch(probe, seed):
+    check_probe(probe, seed, R, COUNTERPARTS)
+
+
+# -- the chapter's page and its classic mistakes --------------------------------
+
+@pytest.mark.xdist_group("book")  # reads the session's one build of the book
+def test_page_ran_its_experiments(html):
+    page = (html / "book/norms.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 3, "figures drawn by code are missing"
+    text = visible_text(page)
+    assert "BN test error (%)" in text and "GN test error (%)" in text, "experiment 1 did not print"
+    assert "running_var" in text and "eval var" in text, "experiment 2 did not print its table"
+    for term in ["批归一化", "层归一化", "实例归一化", "组归一化", "方差偏移"]:
+        assert term in page
+
+
+def test_page_lets_only_batchnorm_with_fixed_statistics_undo_itself():
+    text = prose("norms")
+    undo = sentences_with(text, r"undo itself")
+    assert undo and all("BatchNorm" in s and "population statistics" in s for s in undo), \
+        "only BatchNorm with fixed (population) statistics can undo itself (Ioffe and Szegedy, section 3)"
+    assert sentences_with(text, r"LayerNorm, InstanceNorm and GroupNorm cannot undo"), \
+        "the chapter should say that the per-sample norms cannot undo themselves"
+    x = 2 + 3 * torch.randn(6, 4, 5, 5, dtype=torch.float64)
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3))
+    undone = R.batch_norm(x, mean, var, torch.sqrt(var + 1e-5), mean, training=False, eps=1e-5)
+    torch.testing.assert_close(undone, x)
+    # two inputs that differ by a per-sample scale and shift give one output: no later map can undo both
+    other = x * torch.arange(1, 7, dtype=x.dtype).view(-1, 1, 1, 1) - 5
+    for name, norm in [("LayerNorm", lambda t: R.layer_norm(t, t.shape[1:], eps=0)),
+                       ("InstanceNorm", lambda t: R.instance_norm(t, eps=0)),
+                       ("GroupNorm", lambda t: R.group_norm(t, 2, eps=0))]:
+        torch.testing.assert_close(norm(other), norm(x), msg=name)
+
+
+def test_page_credits_the_re_estimation_remedy_to_hendrycks_and_gimpel():
+    entry = bib_entries()["hendrycks2016adjusting"]
+    assert entry["author"] == "Hendrycks, Dan and Gimpel, Kevin" and "1607.02488" in entry["journal"]
+    remedy = sentences_with(prose("norms"), r"re-estimating BatchNorm's statistics with Dropout")
+    assert remedy and all("hendrycks2016adjusting" in s for s in remedy), \
+        "re-estimating BN's statistics with Dropout off is Hendrycks and Gimpel's remedy: cite it"
+
+
+WRONG_AXES_BATCH_NORM = textwrap.dedent('''
+    def batch_norm(input, running_mean, running_var, weight=None, bias=None,
+                   training=False, momentum=0.1, eps=1e-5):
+        shape = (1, -1) + (1,) * (input.dim() - 2)
+        if training:
+            dims = tuple(range(1, input.dim()))          # (C, H, W): LayerNorm's set
+            mean = input.mean(dims, keepdim=True)
+            var = input.var(dims, unbiased=False, keepdim=True)
+        else:
+            mean, var = running_mean.view(shape), running_var.view(shape)
+        out = (input - mean) / torch.sqrt(var + eps)
+        if weight is not None:
+            out = out * weight.view(shape)
+        if bias is not None:
+            out = out + bias.view(shape)
+        return out
+''')
+
+# Hard-codes 4-D input: right on (N, C, H, W), wrong on every other rank the hidden
+# tests and the probes use; an honest bug, so it must not read as a guard bypass.
+FOUR_D_BATCH_NORM_BACKWARD = textwrap.dedent('''
+    def batch_norm_backward(grad_out, x, weight=None, eps=1e-5):
+        C = x.shape[1]
+        m = x.numel() // C
+        mean = x.mean((0, 2, 3), keepdim=True)
+        inv_std = torch.rsqrt(x.var((0, 2, 3), unbiased=False, keepdim=True) + eps)
+        x_hat = (x - mean) * inv_std
+        grad_bias = grad_out.sum((0, 2, 3))
+        grad_weight = (grad_out * x_hat).sum((0, 2, 3))
+        scale = inv_std if weight is None else inv_std * weight.view(1, C, 1, 1)
+        grad_input = scale / m * (m * grad_out - grad_bias.view(1, C, 1, 1)
+                                  - x_hat * grad_weight.view(1, C, 1, 1))
+        return grad_input, grad_weight, grad_bias
+''')
+
+MISTAKES = [
+    Mistake("wrong_axes", {"batch_norm": WRONG_AXES_BATCH_NORM}, {"batch_norm"}, "that is LayerNorm"),
+    Mistake("biased_running_var", {"batch_norm": edit("var * n / (n - 1)", "var")}, {"batch_norm"},
+            "running_var uses the UNBIASED batch variance"),
+    Mistake("four_d_only", {"batch_norm_backward": FOUR_D_BATCH_NORM_BACKWARD}, {"batch_norm_backward"}),
+    Mistake("eps_outside_sqrt", {"group_norm": edit("torch.rsqrt(var + eps)", "1 / (var.sqrt() + eps)")},
+            {"group_norm"}, "you added eps outside the square root"),
+    Mistake("calls_builtin",
+            {"group_norm": edit("    ### BEGIN SOLUTION\n",
+                                "    return F.group_norm(input, num_groups, weight, bias, eps)\n")},
+            {"group_norm"}, "group_norm calls torch.nn.functional.group_norm", flagged={"group_norm"}),
+    Mistake("correct_but_warns",
+            {"layer_norm": edit("    ### BEGIN SOLUTION\n",
+                                "    import sys, warnings\n"
+                                "    warnings.warn('a student warning')\n"
+                                "    print('debug output', file=sys.stderr)\n")},
+            set()),
+]

@@ -7,6 +7,7 @@ torch.nn.functional (autograder/oracles/resnet_forward.py), closed-form
 parameter counts, and analytic cases (a zeroed residual branch).
 """
 import pytest
+import re
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +15,8 @@ from torch import nn
 from autograder.oracles import resnet_forward as functional
 from autograder.oracles import resnet_layout as layout
 from solutions import resnet
+from tests.helpers import (Mistake, check_probe, edit, probe_cases, prose, sentences_with,
+                           visible_text)
 
 DT = torch.float64
 # Published by torchvision (its models' documentation): parameters and GFLOPS at 224x224.
@@ -293,3 +296,127 @@ def test_bad_arguments_get_clear_errors(make, error, message):
 def test_bad_inputs_get_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# -- the grader's probes --------------------------------------------------------
+
+class TorchvisionResNet(nn.Module):
+    """torchvision.models.resnet.ResNet's layout and initialisation, transcribed (stages
+    built by ``reference_make_layer``); its forward is ``reference_resnet``."""
+
+    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False):
+        super().__init__()
+        self.layers = layers
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        inplanes = 64
+        for index, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+            self.add_module(f"layer{index + 1}", functional.reference_make_layer(
+                block, inplanes, planes, blocks, 1 if index == 0 else 2))
+            inplanes = planes * block.expansion
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, block):
+                    nn.init.constant_((m.bn3 if hasattr(m, "bn3") else m.bn2).weight, 0)
+
+    def forward(self, x):
+        return functional.reference_resnet(self.state_dict(keep_vars=True), x, self.layers,
+                                           self.training)
+
+
+def state_dict_parameter_count(model, trainable_only=False):
+    """Parameters counted from the state_dict, each tensor once however often it is shared."""
+    sizes = {t.data_ptr(): t.numel() for t in model.state_dict(keep_vars=True).values()
+             if isinstance(t, nn.Parameter) and (t.requires_grad or not trainable_only)}
+    return sum(sizes.values())
+
+
+def counting(block):
+    """``block`` whose BatchNorms count the batches they see in training, as their own
+    forward would (``reference_block`` reads only their tensors)."""
+    class Counting(block):
+        def forward(self, x):
+            if self.training:
+                for m in self.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.num_batches_tracked.add_(1)
+            return super().forward(x)
+    return Counting
+
+
+COUNTERPARTS = dict(
+    BasicBlock=counting(functional.ReferenceBasicBlock),
+    Bottleneck=counting(functional.ReferenceBottleneck),
+    make_layer=functional.reference_make_layer, ResNet=TorchvisionResNet,
+    resnet18=lambda: TorchvisionResNet(functional.ReferenceBasicBlock, [2, 2, 2, 2]),
+    resnet34=lambda: TorchvisionResNet(functional.ReferenceBasicBlock, [3, 4, 6, 3]),
+    resnet50=lambda: TorchvisionResNet(functional.ReferenceBottleneck, [3, 4, 6, 3]),
+    conv1x1=lambda inplanes, width, stride: nn.Conv2d(inplanes, width, 1, stride, bias=False),
+    count_parameters=state_dict_parameter_count)
+
+
+@pytest.mark.parametrize("probe, seed", probe_cases("resnet"))
+def test_probe_agrees_with_the_functional_forward(probe, seed):
+    check_probe(probe, seed, resnet, COUNTERPARTS)
+
+
+# -- the chapter's page and its classic mistakes --------------------------------
+
+@pytest.mark.xdist_group("book")  # reads the session's one build of the book
+def test_page_reproduces_the_degradation_problem(html):
+    page = (html / "book/resnet.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 3, "figures drawn by code are missing"
+    text = visible_text(page)
+    for count in ["11,689,512", "21,797,672", "25,557,032"]:
+        assert count in text, f"the cost table lacks {count}"
+    rows = {int(layers): (float(plain), float(residual)) for layers, plain, residual in re.findall(
+        r"^\s*(\d+)\s+([\d.]+)\s+[\d.]+%\s+([\d.]+)\s+[\d.]+%$", text, re.M)}
+    assert set(rows) == {20, 32, 56}, "the experiment's table is missing"
+    assert rows[56][0] > rows[20][0], "the prose claims the deep plain net trains worse"
+    assert rows[56][1] < rows[56][0], "the prose claims the residual twin trains better"
+    assert "residual: final loss falls with depth" in text, \
+        "the prose claims the deeper residual nets reach the lower training loss (paper's Figure 6, middle)"
+    for term in ["残差网络", "残差块", "退化问题", "瓶颈结构"]:
+        assert term in page
+
+
+def test_page_cites_each_panel_of_figure_6_for_what_it_shows():
+    text = prose("resnet")
+    middle, right = sentences_with(text, r"Figure 6, middle"), sentences_with(text, r"Figure 6, right")
+    assert middle and all("lower" in s for s in middle), \
+        "Figure 6, middle (ResNet-20 to 110) is where deeper residual nets reach the lower training error"
+    assert right and all("1202" in s and "overfitting" in s and "lower" not in s for s in right), \
+        "Figure 6, right compares ResNet-110 with ResNet-1202: similar training error, worse test error"
+
+
+MISTAKES = [
+    Mistake("relu_before_add",
+            {"BasicBlock": edit("return self.relu(out + identity)", "return self.relu(out) + identity")},
+            {"BasicBlock"}, "ReLU the sum: relu(F(x) + x), not relu(F(x)) + x."),
+    Mistake("stride_on_1x1",
+            {"Bottleneck": edit("conv1x1(inplanes, planes)", "conv1x1(inplanes, planes, stride)",
+                                "conv3x3(planes, planes, stride)", "conv3x3(planes, planes)")},
+            {"Bottleneck"}, "the stride belongs to conv2, the 3x3 convolution"),
+    Mistake("no_relu_after_sum",
+            {"Bottleneck": edit("return self.relu(out + identity)", "return out + identity")},
+            {"Bottleneck"}, "the block ends with a ReLU after adding the shortcut"),
+    Mistake("no_projection_when_widening",
+            {"make_layer": edit("if stride != 1 or inplanes != width:", "if stride != 1:")},
+            {"make_layer"}, "8 -> 16 channels needs a projection"),
+    Mistake("counts_buffers",
+            {"count_parameters": edit(
+                "return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)",
+                "return sum(t.numel() for t in model.state_dict().values())")},
+            {"count_parameters"}, "you counted BN's buffers"),
+    Mistake("imports_reference", {"BasicBlock": "from solutions.resnet import BasicBlock\n"},
+            {"BasicBlock"}, "No module named 'solutions'"),
+    Mistake("always_zero_init", {"ResNet": edit("        if zero_init_residual:\n", "        if True:\n")},
+            {"ResNet"}),
+]

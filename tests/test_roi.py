@@ -16,38 +16,19 @@ import pytest
 import torch
 from torch import nn
 
-from solutions import roi as R
 from autograder.oracles import roi as S
-from tests.bench_table import quick_rows
-from tests.op_recorder import OpRecorder
+from solutions import roi as R
+from tests import helpers
+from tests.helpers import (Mistake, OpRecorder, check_probe, edit, probe_cases, quick_rows, rand,
+                           random_rois, visible_text)
 
 
 DT = torch.float64
 DTYPES = [torch.float64, torch.float32]
 
 
-def rand(*shape, seed=0, dtype=DT):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=DT).to(dtype)
-
-
 def tol(dtype):
-    return dict(rtol=1e-11, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-
-
-def random_rois(K, N, H, W, seed=0, dtype=DT, quarter=False, scale=1.0):
-    """(K, 5) rois for an N x H x W map seen at ``scale``: boxes of width and height in
-    [-1, 9) (a few reversed, some under a pixel), corners from 3 pixels before the
-    image to 2 past it. ``quarter``: coordinates on a 0.25 grid, so samples and
-    rounded corners land exactly on pixel edges, -1, H and .5."""
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(K, 2, generator=g, dtype=DT) * torch.tensor([W + 5.0, H + 5.0]) - 3
-    wh = torch.rand(K, 2, generator=g, dtype=DT) * 10 - 1
-    boxes = torch.cat([xy, xy + wh], 1) / scale
-    if quarter:
-        boxes = (boxes * 4).round() / 4
-    batch = torch.randint(0, N, (K, 1), generator=g).to(DT)
-    return torch.cat([batch, boxes], 1).to(dtype)
+    return helpers.tol(dtype, float64=(1e-11, 1e-12), float32=(1e-5, 1e-5))
 
 
 def as_list(rois, N):
@@ -709,3 +690,90 @@ def test_bench_quick_runs_and_prints_a_ratio_per_op():
         assert ratio == pytest.approx(ref_ms / other_ms, rel=0.01), row
         assert rel_diff < 1e-5, f"reference and baseline disagree: {row}"
     assert "load average" in stdout
+
+
+# ================================================================ the grader's probes
+
+def _oracle_rois(boxes):
+    return boxes if isinstance(boxes, torch.Tensor) else S.tv_convert_boxes_to_roi_format(boxes)
+
+
+def oracle_roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    return S.tv_roi_pool(input, _oracle_rois(boxes), output_size, spatial_scale,
+                         differentiable=True)[0]
+
+
+def oracle_roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1,
+                     aligned=False):
+    return S.tv_roi_align(input, _oracle_rois(boxes), output_size, spatial_scale, sampling_ratio,
+                          aligned, differentiable=True)
+
+
+def oracle_box_iou(boxes1, boxes2):
+    """In the boxes' floating dtype, else the default one (torchvision's division)."""
+    dtype = boxes1.dtype if boxes1.is_floating_point() else torch.get_default_dtype()
+    return S.tv_box_iou(boxes1, boxes2).to(dtype)
+
+
+COUNTERPARTS = dict(roi_pool=oracle_roi_pool, roi_align=oracle_roi_align, box_iou=oracle_box_iou)
+
+
+@pytest.mark.parametrize("probe, seed", probe_cases("roi"))
+def test_probe_agrees_with_the_kernel_ports(probe, seed):
+    check_probe(probe, seed, R, COUNTERPARTS)
+
+
+# -- the chapter's page and its classic mistakes --------------------------------
+
+@pytest.mark.xdist_group("book")  # reads the session's one build of the book
+def test_page_measures_the_misalignment(html):
+    page = (html / "book/roi.html").read_text()
+    assert len(re.findall(r"<img [^>]*src=", page)) >= 4, "figures drawn by code are missing"
+    text = visible_text(page)
+    ious = {int(size): (float(a), float(b)) for size, a, b in re.findall(
+        r"^\s*(16|32|64|128|256)\s+(0\.\d\d)\s+(0\.\d\d)$", text, re.M)}
+    assert sorted(ious) == [16, 32, 64, 128, 256], "the IoU table is missing"
+    assert max(ious[32]) < 0.5 and min(ious[256]) > 0.85, \
+        "the prose claims RoI Pool's region has IoU < 0.5 at 32 px and > 0.85 at 256 px"
+    errors = {}
+    for model, size, pool, unaligned, aligned in re.findall(
+            r"^(16j\+8|16j)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M):
+        errors.setdefault(model, {})[int(size)] = (float(pool), float(unaligned), float(aligned))
+    assert set(errors) == {"16j+8", "16j"} and all(len(rows) == 5 for rows in errors.values()), \
+        "the error table is missing"
+    for model, matching in [("16j+8", 2), ("16j", 1)]:
+        rows = [errors[model][size] for size in sorted(errors[model], reverse=True)]
+        for op in range(3):
+            column = [row[op] for row in rows]
+            assert column == sorted(column), f"the prose claims every error grows as objects shrink ({model})"
+        assert all(row[0] > row[matching] for row in rows), \
+            f"the prose claims RoI Pool's error exceeds the matching RoI Align's at every size ({model})"
+    shares = dict(re.findall(r"^(RoI Pool|RoI Align)\s+output unchanged by a 1-pixel shift in ([\d.]+)%",
+                             text, re.M))
+    assert 80 <= float(shares["RoI Pool"]) <= 95 and float(shares["RoI Align"]) == 0, \
+        "the prose claims about seven in eight 1-pixel shifts leave RoI Pool unchanged, none RoI Align"
+    for term in ["感兴趣区域池化", "量化误差", "双线性插值", "不对齐"]:
+        assert term in page
+
+
+# The RoI items are independent: no item's hidden tests call another answer.
+MISTAKES = [
+    Mistake("half_to_even",
+            {"roi_pool": edit("torch.where((v - t).abs() >= 0.5, t + v.sign(), t)", "torch.round(v)")},
+            {"roi_pool"}, "you rounded half to even"),
+    # right at +0.5, wrong at -0.5: a visible test has a corner at -0.5
+    Mistake("round_half_up",
+            {"roi_pool": edit("torch.where((v - t).abs() >= 0.5, t + v.sign(), t)", "torch.floor(v + 0.5)")},
+            {"roi_pool"}, "a corner at -0.5 became 0"),
+    Mistake("unclamped_intersection",
+            {"box_iou": edit("wh = upcast(rb - lt).clamp(min=0)", "wh = upcast(rb - lt)")},
+            {"box_iou"}, "negative overlap: clamp the intersection width/height at 0"),
+    Mistake("sub_cell_corners", {"roi_align": edit("(i + 0.5) * bin_size / n", "i * bin_size / n")},
+            {"roi_align"}, "samples sit at the centres of the sub-cells"),
+    Mistake("shared_sample_grid",
+            {"roi_align": edit("grid_w, grid_h = bin_w.ceil().long(), bin_h.ceil().long()",
+                               "grid_w = grid_h = bin_w.ceil().long().max().expand(K)")},
+            {"roi_align"}, "each RoI has its own grid"),
+    Mistake("imports_reference", {"box_iou": "from solutions.roi import box_iou\n"}, {"box_iou"},
+            "No module named 'solutions'"),
+]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder.template import ROOT
+from tests.helpers import CHAPTERS, ROOT, submission, total
 
 NOBODY = 65534
 
@@ -56,11 +56,11 @@ def test_make_grade_grades_a_zip_through_a_linked_venv(tmp_path):
     import zipfile
 
     import nbformat
-    from test_grading import submission, total
+    a = CHAPTERS[0].name
 
     archive = tmp_path / "class.zip"
     with zipfile.ZipFile(archive, "w") as handle:
-        handle.writestr("s1/norms/norms.ipynb", nbformat.writes(submission("norms", {})))
+        handle.writestr(f"s1/{a}/{a}.ipynb", nbformat.writes(submission(a, {})))
     venv = tmp_path / "venv"
     venv.symlink_to(Path(sys.prefix).resolve())
     out = tmp_path / "out" / "grades.csv"
@@ -70,8 +70,8 @@ def test_make_grade_grades_a_zip_through_a_linked_venv(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     with open(out) as handle:
         [row] = csv.DictReader(handle)
-    assert (row["student_id"], row["assignment"], row["status"]) == ("s1", "norms", "graded"), row
-    assert float(row["score"]) == float(row["max_score"]) == total("norms"), row
+    assert (row["student_id"], row["assignment"], row["status"]) == ("s1", a, "graded"), row
+    assert float(row["score"]) == float(row["max_score"]) == total(a), row
 
 
 def test_xdist_groups_run_on_one_worker(tmp_path):

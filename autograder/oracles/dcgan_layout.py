@@ -2,12 +2,7 @@
 
 Sequential indices count the parameter-free ReLU, LeakyReLU and Tanh modules.
 """
-
-
-def bn_shapes(prefix, channels):
-    return {f"{prefix}.{name}": (channels,)
-            for name in ("weight", "bias", "running_mean", "running_var")} | {
-            f"{prefix}.num_batches_tracked": ()}
+from .resnet_layout import bn_shapes
 
 
 def generator_shapes(nz=100, ngf=64, nc=3):

@@ -8,6 +8,7 @@ STAGES = [(64, 1), (128, 2), (256, 2), (512, 2)]  # (planes, stride) of layer1..
 
 
 def bn_shapes(prefix, channels):
+    """key -> shape of a BatchNorm2d layer's state_dict under ``prefix``."""
     return {f"{prefix}.{name}": (channels,)
             for name in ("weight", "bias", "running_mean", "running_var")} | {
             f"{prefix}.num_batches_tracked": ()}

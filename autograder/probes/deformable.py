@@ -138,16 +138,20 @@ result = [m.conv_offset.weight, m.conv_offset.bias,
         # float32 too, as the visible tests: the sums may run in another order
         Probe(LAYER, float32(lambda rng: _layer(rng, rng.random() < 0.5)), rtol=1e-4, atol=1e-4),
     ],
+    # with the course's sampler, as the notebook's tests: a wrong bilinear_interpolate
+    # costs its own item only
     "deform_roi_pool": [
-        Probe("""
-out = deform_roi_pool(x.requires_grad_(), rois, offset, size, scale, ratio, gamma)
+        Probe(_ORACLES + """
+with stand_in(deform_roi_pool, bilinear_interpolate=grid_bilinear):
+    out = deform_roi_pool(x.requires_grad_(), rois, offset, size, scale, ratio, gamma)
 result = [out, torch.autograd.grad(out, x, g)[0]]
 """, _roi_pool),
         # boxes as a list of per-image tensors, no offsets, and no boxes at all
-        Probe("""
+        Probe(_ORACLES + """
 boxes = [rois[rois[:, 0] == n, 1:] for n in range(int(rois[-1, 0]) + 1)]
-result = [deform_roi_pool(x, boxes, None, size, scale, ratio, gamma),
-          deform_roi_pool(x, rois[:0], None, size)]
+with stand_in(deform_roi_pool, bilinear_interpolate=grid_bilinear):
+    result = [deform_roi_pool(x, boxes, None, size, scale, ratio, gamma),
+              deform_roi_pool(x, rois[:0], None, size)]
 """, _roi_pool),
     ],
 }

@@ -1,4 +1,4 @@
-"""Slow, independent references for solutions/deformable.py (test oracle, not course code).
+"""Slow, independent references for solutions/deformable.py: oracles, not course code.
 
 Line-by-line ports, in Python loops over Python floats, of the C++ kernels that
 define the semantics (torchvision is not installed here):
@@ -27,11 +27,7 @@ import math
 import torch
 
 from autograder.oracles.roi import tv_bilinear as roi_align_taps
-from autograder.oracles.roi import tv_roi_geometry, tv_sample_y_x
-
-
-def pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+from autograder.oracles.roi import tv_pair, tv_roi_geometry, tv_sample_y_x
 
 
 # ================================================================ deformable conv
@@ -80,7 +76,7 @@ def tv_coordinate_weight(im, height, width, y, x, is_y_direction):
 def _geometry(input, offset, weight, stride, padding, dilation):
     N, C, H, W = input.shape
     O, Cg, KH, KW = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
+    (sh, sw), (ph, pw), (dh, dw) = tv_pair(stride), tv_pair(padding), tv_pair(dilation)
     Ho = (H + 2 * ph - (dh * (KH - 1) + 1)) // sh + 1
     Wo = (W + 2 * pw - (dw * (KW - 1) + 1)) // sw + 1
     n_weight_grps = C // Cg

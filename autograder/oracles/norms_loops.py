@@ -1,4 +1,4 @@
-"""Slow, independent references for the four norms (test oracle, not course code).
+"""Slow, independent references for the four norms: oracles, not course code.
 
 Explicit Python loops over channels / samples / groups. Means and variances are
 computed in plain Python (``math.fsum`` over the values of one slice, pulled out

@@ -1,4 +1,4 @@
-"""Slow, independent references for solutions/atrous.py (test oracle, not course code).
+"""Slow, independent references for solutions/atrous.py: oracles, not course code.
 
 - ``naive_conv2d``: the convolution sum written out with Python loops over every
   output value and kernel tap, on Python floats (no unfold, no matmul, no conv).
@@ -6,6 +6,7 @@
   gradient of one output unit w.r.t. the input of a real stack of ``nn.Conv2d``
   with all-ones weights is, at each input pixel, the number of paths from that
   pixel to the unit; its nonzero extent is the receptive field.
+  ``brute_receptive_field_1d``: the same measurement along one axis.
 - ``enumerate_coverage``: the same path counts by enumerating every choice of
   one tap per layer (itertools), with no tensor arithmetic at all.
 - ``TorchvisionASPP``: torchvision's ASPP (torchvision/models/segmentation/
@@ -152,3 +153,18 @@ class TorchvisionASPP(nn.Module):
 
     def forward(self, x):
         return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
+
+
+def brute_receptive_field_1d(layers):
+    """The receptive field's extent, measured as ``brute_receptive_field`` does along one axis
+    (all-ones ``F.conv1d`` layers), so deep strided stacks stay cheap."""
+    size = 1
+    for k, s, d in reversed(layers):
+        size = (size - 1) * s + d * (k - 1) + 1
+    x = torch.zeros(1, 1, size + 3, dtype=torch.float64, requires_grad=True)
+    y = x
+    for k, s, d in layers:
+        y = F.conv1d(y, torch.ones(1, 1, k, dtype=torch.float64), stride=s, dilation=d)
+    (grad,) = torch.autograd.grad(y[0, 0, 0], x)
+    reached = grad[0, 0].nonzero().flatten()
+    return int(reached[-1] - reached[0]) + 1
