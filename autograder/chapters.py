@@ -96,21 +96,28 @@ class Chapter:
 
     @cached_property
     def budget(self) -> int | None:
-        """Seconds the page's code takes on 2 cores, as the page states it (None if it does not)."""
-        match = BUDGET.search(self.page.read_text()) if self.page.is_file() else None
-        return int(match[1]) if match else None
+        return stated_budget(self.page)
 
 
-def _toc_entries(root: Path) -> list[tuple[str, dict]]:
-    """(part caption, entry) of every chapter entry of ``root/_toc.yml``."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
+def stated_budget(page: Path) -> int | None:
+    """Seconds the page says its code takes on 2 cores (None if it does not say)."""
+    match = BUDGET.search(page.read_text()) if page.is_file() else None
+    return int(match[1]) if match else None
+
+
+def _toc_entries(toc: dict) -> list[tuple[str, dict]]:
+    """(part caption, entry) of every chapter entry of a parsed ``_toc.yml``."""
     return [(part.get("caption", ""), entry) for part in toc.get("parts", [])
             for entry in part.get("chapters", [])]
 
 
+def _read_toc(root: Path) -> dict:
+    return yaml.safe_load((root / "_toc.yml").read_text())
+
+
 def _toc_chapters() -> list[Chapter]:
     chapters = []
-    for caption, entry in _toc_entries(ROOT):
+    for caption, entry in _toc_entries(_read_toc(ROOT)):
         exercises = [s["file"] for s in entry.get("sections", []) if s["file"].startswith("exercises/")]
         if exercises:
             chapters.append(Chapter(Path(exercises[0]).name, caption))
@@ -119,12 +126,13 @@ def _toc_chapters() -> list[Chapter]:
 
 def pages_with_code(root: Path = ROOT) -> list[Path]:
     """The book's MyST pages that run code, the longest budget they state first."""
-    files = [yaml.safe_load((root / "_toc.yml").read_text())["root"]]
-    for _, entry in _toc_entries(root):
+    toc = _read_toc(root)
+    files = [toc["root"]]
+    for _, entry in _toc_entries(toc):
         files += [entry["file"]] + [s["file"] for s in entry.get("sections", [])]
     pages = [root / f"{f}.md" for f in files if (root / f"{f}.md").is_file()]
     pages = [page for page in pages if "```{code-cell}" in page.read_text()]
-    return sorted(pages, key=lambda page: -int((BUDGET.search(page.read_text()) or [0, 0])[1]))
+    return sorted(pages, key=lambda page: -(stated_budget(page) or 0))
 
 
 CHAPTERS: list[Chapter] = _toc_chapters()

@@ -94,14 +94,16 @@ def bound(namespace, replacements):
 def stand_ins(namespace, **replacements):
     """Within the block, bind each name in ``namespace`` to the course's version of
     that item, so the test of another answer that calls it does not depend on the
-    student's version. The guard does not count what a stand-in calls."""
+    student's version. The guard does not count what a function stand-in calls (a class
+    stand-in's calls are guarded)."""
+    opened = len(_active_stand_ins)
     _active_stand_ins.extend(replacements.values())
     try:
         with bound(namespace, {name: value if isinstance(value, type) else _stand_in(value)
                                for name, value in replacements.items()}):
             yield
     finally:
-        del _active_stand_ins[-len(replacements):]
+        del _active_stand_ins[opened:]
 
 
 def _in_stand_in(frame):

@@ -26,7 +26,6 @@ from .template import render
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 EXERCISES = ROOT / "exercises"
-ASSIGNMENTS = sorted(NAMES)
 # The book's offline MathJax (sphinx-mathjax-offline). A feedback page two folders down
 # from where copy_mathjax put it loads it: nbgrader_config.py's MATHJAX.
 MATHJAX = Path(importlib.metadata.distribution("sphinx-mathjax-offline").locate_file(
@@ -100,7 +99,7 @@ def refresh_sources(course_dir: Path) -> list[Path]:
     inputs = [p for folder in (TEMPLATES, ROOT / "solutions", HERE, HERE / "oracles")
               for p in folder.iterdir() if p.suffix in (".md", ".py")]
     newest = max(p.stat().st_mtime for p in inputs)
-    return [write_source(course_dir, a) for a in ASSIGNMENTS
+    return [write_source(course_dir, a) for a in NAMES
             if not notebook_path(course_dir, "source", a).is_file()
             or notebook_path(course_dir, "source", a).stat().st_mtime < newest]
 
@@ -123,7 +122,7 @@ def build(exercises_dir: Path = EXERCISES) -> list[Path]:
     """
     written = []
     with tempfile.TemporaryDirectory() as tmp:
-        for assignment in ASSIGNMENTS:
+        for assignment in NAMES:
             write_source(HERE, assignment)
             target = Path(exercises_dir) / f"{assignment}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +167,7 @@ def check() -> list[str]:
     if problems:
         return problems
     problems = drift()
-    for assignment in ASSIGNMENTS:
+    for assignment in NAMES:
         problems += _check_instructor(write_source(HERE, assignment))
         problems += _check_student(EXERCISES / f"{assignment}.ipynb")
     return problems

@@ -353,7 +353,7 @@ def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeo
     feedback_dir = out.parent / "feedback"
     ledger = Ledger(course_dir / "ledger.json")
     with tempfile.TemporaryDirectory() as tmp:
-        released = {a: course.EXERCISES / f"{a}.ipynb" for a in course.ASSIGNMENTS}
+        released = {chapter.name: chapter.exercise for chapter in chapters.CHAPTERS}
         found = collect(unpack(Path(submissions), Path(tmp)), identities(released))
         course_dir.mkdir(parents=True, exist_ok=True)
         _release(course_dir, {s.assignment for s in found}, db_url)

@@ -1,8 +1,8 @@
 """Time a clean build of the book and a cached rebuild after one page changed.
 
-    python bench/book.py            # the whole book, as `make book` builds it
-    python bench/book.py --quick    # a one-cell page alone (smoke test)
-    python bench/book.py --cells    # each chapter's slowest cells, for its stated CPU budget
+    PYTHONPATH=. python bench/book.py            # the whole book, as `make book` builds it
+    PYTHONPATH=. python bench/book.py --quick    # a one-cell page alone (smoke test)
+    PYTHONPATH=. python bench/book.py --cells    # each chapter's slowest cells, for its stated CPU budget
 
 The book's sources are copied to a temporary folder and built there with
 `make book` (execution cache and all), so the repository's own _build is not

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook
 
-from autograder import course
+from autograder import chapters, course
 from autograder.grade import grade
 
 
@@ -58,12 +58,12 @@ def nbgrader_sequential(root: Path, assignments: list[str], students: list[str])
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-assignment", type=int, default=40)
-    parser.add_argument("--assignments", nargs="*", default=course.ASSIGNMENTS)
+    parser.add_argument("--assignments", nargs="*", default=chapters.NAMES)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--quick", action="store_true", help="2 submissions of the first chapter")
     args = parser.parse_args()
     if args.quick:
-        args.per_assignment, args.assignments = 2, course.ASSIGNMENTS[:1]
+        args.per_assignment, args.assignments = 2, chapters.NAMES[:1]
     rng = random.Random(0)
     students = [f"student{i:03d}" for i in range(args.per_assignment)]
     with tempfile.TemporaryDirectory() as tmp:

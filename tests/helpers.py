@@ -40,7 +40,7 @@ def reference(chapter: str, item: str) -> str:
 
 
 def released(chapter: str):
-    return course.EXERCISES / f"{chapter}.ipynb"
+    return get(chapter).exercise
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from html.parser import HTMLParser
 import nbformat
 import pytest
 
-from tests.helpers import ROOT, chapter_of, flagged, points_per_item, reference, submission, total
+from tests.helpers import ROOT, chapter_of, flagged, points_per_item, reference, released, submission, total
 
 pytestmark = pytest.mark.xdist_group("adversarial")
 
@@ -31,10 +31,10 @@ ITEMS = list(points_per_item(A))
 
 def answers(**cells):
     """Answer cells: the reference for every item not named, ``STUB`` for the stub."""
-    released = {c.metadata["nbgrader"]["grade_id"]: c.source
-                for c in nbformat.read(ROOT / "exercises" / f"{A}.ipynb", as_version=4).cells
-                if c.metadata.get("nbgrader", {}).get("solution")}
-    return {item: released[item] if cells.get(item, "") is STUB
+    stubs = {c.metadata["nbgrader"]["grade_id"]: c.source
+             for c in nbformat.read(released(A), as_version=4).cells
+             if c.metadata.get("nbgrader", {}).get("solution")}
+    return {item: stubs[item] if cells.get(item, "") is STUB
             else cells.get(item) or reference(A, item) for item in ITEMS}
 
 
@@ -249,11 +249,11 @@ def graded(tmp_path_factory):
         path.parent.mkdir(parents=True)
         path.write_text(text)
     for student, name, text in [
-            ("corrupt", f"{A}.ipynb", (ROOT / "exercises" / f"{A}.ipynb").read_text()[:3000]),
+            ("corrupt", f"{A}.ipynb", released(A).read_text()[:3000]),
             ("not_a_notebook", f"{A}.ipynb", json.dumps({"cells": "none", "nbformat": 4})),
             ("empty_file", f"{A}.ipynb", ""),
             # found by what it is (its cells' grade ids), not by its name
-            ("wrong_name", "homework.ipynb", (ROOT / "exercises" / f"{A}.ipynb").read_text()),
+            ("wrong_name", "homework.ipynb", released(A).read_text()),
             ("unrelated_notebook", "homework.ipynb", json.dumps(nbformat.v4.new_notebook()))]:
         (submissions / student).mkdir()
         (submissions / student / name).write_text(text)

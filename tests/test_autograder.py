@@ -271,3 +271,12 @@ def test_stand_ins_bind_restore_and_keep_the_guard_on_the_answer():
     with pytest.raises(checks.ForbiddenCallError):  # outside the block, no exemption
         checks.run_graded(lambda x: checks._stand_in(F.batch_norm)(x, None, None, training=True), X,
                           forbidden=checks.NORM_OPS)
+
+
+def test_an_empty_stand_ins_block_keeps_the_enclosing_ones():
+    namespace = {"batch_norm": "the student's"}
+    with checks.stand_ins(namespace, batch_norm=F.batch_norm):
+        with checks.stand_ins(namespace):
+            pass
+        checks.run_graded(lambda x: namespace["batch_norm"](x, None, None, training=True), X,
+                          forbidden=checks.NORM_OPS)

@@ -116,14 +116,6 @@ def test_cached_outputs_go_when_what_the_pages_import_changes(tmp_path):
     assert executed("x = 2"), "the page kept outputs computed with the old module"
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS, ids=str)
-def test_each_chapter_states_its_cpu_budget(chapter):
-    """Each chapter states what running it costs (`make book` runs the longest first by it).
-    Whether a chapter keeps it is a measurement, not a test: `python bench/book.py --cells`
-    prints each chapter's time against its statement; under the suite's load it means nothing."""
-    assert chapter.budget, f"book/{chapter.name}.md does not state its CPU budget"
-
-
 def test_book_bench_quick_prints_a_ratio_of_its_own_times():
     result = subprocess.run([sys.executable, "bench/book.py", "--quick"], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
