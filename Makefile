@@ -20,7 +20,9 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-CACHE = $(BOOK_OUT)/_build/.jupyter_cache
+# The execution cache; it may be a link to another build's (the test suite links the
+# checkout's, so `make book` and `make test` run each page once between them).
+CACHE = $(or $(realpath $(BOOK_OUT)/_build/.jupyter_cache),$(BOOK_OUT)/_build/.jupyter_cache)
 # The pages that run code, longest first by the budget each one states (autograder/chapters.py).
 PAGES = $(shell $(BIN)/python -m autograder.chapters pages $(BOOK_SRC))
 TIMEOUT = $(shell sed -n 's/^ *timeout: *//p' $(BOOK_SRC)/_config.yml)

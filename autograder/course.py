@@ -4,6 +4,7 @@ A course directory is nbgrader's standard layout (``source/``, ``release/``,
 ``submitted/``, ``autograded/``, ``feedback/``, the gradebook); ``autograder/``
 itself is one, and the tests and the drift check use throwaway copies.
 """
+import functools
 import importlib
 import importlib.metadata
 import inspect
@@ -14,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import nbgrader.api
+from alembic.script import ScriptDirectory
 from nbconvert.filters import strip_ansi
 from nbgrader.apps import NbGraderAPI
 from nbgrader.validator import Validator
@@ -37,12 +40,21 @@ class CourseError(RuntimeError):
 
 
 def use_this_environment() -> None:
-    """Put this environment's bin/ first on PATH: nbgrader shells out to `alembic` and
-    kernels start as `python`, and both must be this environment's, also when it was not
-    activated. Whoever runs nbgrader calls it first (``config`` does)."""
+    """Put this environment's bin/ first on PATH: kernels start as `python`, and nbgrader's
+    commands shell out to `alembic`; both must be this environment's, also when it was not
+    activated. A new gradebook asks `alembic heads` for its schema version, a subprocess
+    taking seconds: this process reads it from nbgrader's migration scripts instead.
+    Whoever runs nbgrader calls it first (``config`` does)."""
     bin_dir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    nbgrader.api.get_alembic_version = alembic_head
+
+
+@functools.cache
+def alembic_head() -> str:
+    """The revision `alembic heads` prints for nbgrader's migrations (there is one head)."""
+    return ScriptDirectory(str(Path(nbgrader.__file__).parent / "alembic")).get_current_head()
 
 
 def config(course_dir: Path, db_url: str | None = None):

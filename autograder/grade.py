@@ -349,7 +349,7 @@ def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeo
         raise GradingError(f"cannot sandbox submissions: {reason}")
     course_dir, out = Path(course_dir).resolve(), Path(out).resolve()
     db_url = db_url or f"sqlite:///{course_dir / 'gradebook.db'}"
-    course.use_this_environment()  # before any gradebook: nbgrader runs `alembic`
+    course.use_this_environment()  # before any gradebook
     feedback_dir = out.parent / "feedback"
     ledger = Ledger(course_dir / "ledger.json")
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,9 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # The default 30 s per cell is tight for gradchecks on a loaded 2-core machine.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
+# A notebook's kernel is killed once its last cell has run, not asked to shut down: nothing
+# it does afterwards counts, and the polite request costs a second per notebook.
+c.Execute.shutdown_kernel = "immediate"
 # The exchange (release_assignment, list, collect) lives in the course, git-ignored,
 # so that `nbgrader list` and friends work without a system-wide /srv/nbgrader.
 c.Exchange.root = os.path.join(HERE, "exchange")

@@ -5,13 +5,16 @@
 
 For every norm, the forward pass and the forward + backward pass (gradients of
 input, weight and bias for a fixed upstream gradient) are timed on the same
-input for the reference and for the built-in. Each timing is the median of
-``--repeats`` runs (time.perf_counter) after ``--warmup`` untimed runs; the
-ratio column is reference / built-in from this one run. The last column is the
-largest difference between the two outputs (forward) or between each of the
-three gradients (fwd+bwd, bwd), relative to the built-in's largest magnitude: a
-sanity check that both computed the same thing. The header shows the load
-average, since other processes on the machine distort the timings.
+input for the reference and for the built-in, the two alternating within every
+repeat so that a change in the machine's load hits both alike. Each timing is
+the median of ``--repeats`` runs (time.perf_counter) after ``--warmup`` untimed
+runs; the ratio column is reference / built-in from this one run. The last
+column is the largest difference between the two outputs (forward) or between
+each of the three gradients (fwd+bwd, bwd), relative to the built-in's largest
+magnitude: a sanity check that both computed the same thing. The load average
+is printed before and after: a process busy on another core stalls every
+multi-threaded op, and more so a reference made of several ops than a fused
+kernel, so trust only a run whose load stayed well below the thread count.
 """
 import argparse
 import os
@@ -56,8 +59,8 @@ def main(argv=None):
     p.add_argument("--shape", type=int, nargs=4, default=[32, 64, 56, 56],
                    metavar=("N", "C", "H", "W"))
     p.add_argument("--groups", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.quick:
@@ -116,7 +119,7 @@ def main(argv=None):
     diff = rel_diff(R.batch_norm_backward(grad_out, x, wd),
                     torch.autograd.grad(y, (xg, w, b), grad_out, retain_graph=True))
     row("batch_norm_backward", "bwd", t_ref, t_torch, diff)
-    print(f"total {time.perf_counter() - t_start:.1f} s")
+    print(f"total {time.perf_counter() - t_start:.1f} s; load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -52,12 +52,17 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed in eval mode")
     ### BEGIN SOLUTION
-    dims = [0, *range(2, input.dim())]
     shape = (1, C) + (1,) * (input.dim() - 2)
     if training:
-        var, mean = torch.var_mean(input, dims, unbiased=False)
+        n = input.numel() // C
+        # The variance as the mean square of the centred input: accurate however far
+        # the mean lies from 0. Each (sample, channel) row is reduced first: a
+        # reduction along contiguous rows is fast and sums accurately, and the two
+        # are several times faster than torch.var_mean's value-by-value loop on CPU.
+        rows = input.reshape(input.shape[0], C, -1)
+        mean = rows.mean((0, 2))
+        var = (torch.linalg.vector_norm(rows - mean[:, None], dim=2) ** 2).sum(0) / n
         if running_mean is not None:
-            n = input.numel() // C
             with torch.no_grad():
                 running_mean.mul_(1 - momentum).add_(momentum * mean)
                 running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
@@ -102,12 +107,15 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
             check_tensor(tensor, "layer_norm", what, shape=normalized_shape)
     ### BEGIN SOLUTION
     dims = tuple(range(-len(normalized_shape), 0))
+    n = torch.Size(normalized_shape).numel()
     mean = input.mean(dims, keepdim=True)
-    var = input.var(dims, unbiased=False, keepdim=True)
-    out = (input - mean) * torch.rsqrt(var + eps)
+    centred = input - mean
+    var = torch.linalg.vector_norm(centred, dim=dims, keepdim=True) ** 2 / n  # as in batch_norm
+    out = centred * torch.rsqrt(var + eps)
+    # the affine is elementwise, not per row: a second pass
     if weight is not None:
-        out = out * weight
-    if bias is not None:
+        out = out * weight if bias is None else torch.addcmul(bias, out, weight)
+    elif bias is not None:
         out = out + bias
     return out
     ### END SOLUTION
@@ -152,9 +160,10 @@ def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=Non
     dims = tuple(range(2, input.dim()))
     shape = (1, C) + (1,) * (input.dim() - 2)
     if use_input_stats:
-        var, mean = torch.var_mean(input, dims, unbiased=False, keepdim=True)
+        n = input[0, 0].numel()
+        mean = input.mean(dims, keepdim=True)  # the variance as in batch_norm
+        var = torch.linalg.vector_norm(input - mean, dim=dims, keepdim=True) ** 2 / n
         if running_mean is not None:
-            n = input[0, 0].numel()
             with torch.no_grad():
                 running_mean.mul_(1 - momentum).add_(momentum * mean.mean(0).flatten())
                 running_var.mul_(1 - momentum).add_(
@@ -198,7 +207,9 @@ def group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
             check_tensor(tensor, "group_norm", what, shape=(C,))
     ### BEGIN SOLUTION
     G = num_groups
-    var, mean = torch.var_mean(input.reshape(N, G, -1), -1, unbiased=False, keepdim=True)
+    grouped = input.reshape(N, G, -1)                                   # a row per group
+    mean = grouped.mean(-1, keepdim=True)
+    var = torch.linalg.vector_norm(grouped - mean, dim=-1, keepdim=True) ** 2 / grouped.shape[-1]
     # per (sample, channel), out = input * scale + shift: a single pass over the input
     rstd = torch.rsqrt(var + eps)                                      # (N, G, 1)
     scale = rstd.expand(N, G, C // G).reshape(N, C)
@@ -300,17 +311,20 @@ def batch_norm_backward(grad_out: Tensor, x: Tensor, weight=None, eps: float = 1
     dims = [0, *range(2, x.dim())]
     shape = (1, C) + (1,) * (x.dim() - 2)
     m = x.numel() // C
-    var, mean = torch.var_mean(x, dims, unbiased=False)
+    rows = x.reshape(x.shape[0], C, -1)      # statistics as in batch_norm
+    mean = rows.mean((0, 2))
+    var = (torch.linalg.vector_norm(rows - mean[:, None], dim=2) ** 2).sum(0) / m
     inv_std = torch.rsqrt(var + eps)
     grad_bias = grad_out.sum(dims)
     # sum(grad_out * x_hat) with x_hat = (x - mean) * inv_std, without forming x_hat
     grad_weight = ((grad_out * x).sum(dims) - mean * grad_bias) * inv_std
     scale = inv_std if weight is None else inv_std * weight
     # grad_input = scale * (grad_out - grad_bias / m - x_hat * grad_weight / m), per
-    # channel a multiple of grad_out plus a multiple of x plus a constant: two passes
+    # channel a multiple of grad_out plus a multiple of x plus a constant: two passes,
+    # the second in place
     x_coef = -scale * inv_std * grad_weight / m
     const = scale * (inv_std * grad_weight * mean - grad_bias) / m
-    grad_input = torch.addcmul(torch.addcmul(const.view(shape), x, x_coef.view(shape)),
-                               grad_out, scale.view(shape))
+    grad_input = torch.addcmul(const.view(shape), x, x_coef.view(shape))
+    grad_input.addcmul_(grad_out, scale.view(shape))
     return grad_input, grad_weight, grad_bias
     ### END SOLUTION

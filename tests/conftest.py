@@ -4,7 +4,7 @@
   xdist workers on two cores, and more threads than cores made some tests ten times slower.
 - The built book (`html`): one `make book` per test session, shared by test_book.py,
   test_browser.py and the chapters' page tests (all in xdist group "book", so in the same
-  worker).
+  worker), sharing the checkout's execution cache with `make book`.
 - No skips: a test skipped for any reason (a missing component, a `pytest.skip` left in) is
   reported as failed. A case that does not apply is not generated.
 """
@@ -31,11 +31,22 @@ def make_book(src: Path, out: Path) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=1500)
 
 
+def shared_cache() -> Path:
+    """The checkout's execution cache (`make book`'s), made if missing."""
+    cache = ROOT / "_build" / ".jupyter_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def html(tmp_path_factory):
     """The book built by `make book` into a temporary folder: its ``_build/html``.
 
-    Built once per test session (about 5 minutes). To test a book built earlier instead,
+    Rendered afresh once per test session (about a minute), so every warning of every page
+    is seen; the pages' executed outputs come from the checkout's execution cache, which
+    `make book` fills too: a page whose code and inputs did not change since either command
+    last ran it is not run again (running them all takes minutes). To test a book built
+    earlier instead,
     set ``DLBB_BUILT_BOOK`` to its ``_build/html``; nothing is built then. For example, to
     run the browser test alone against the book `make book` left in the checkout::
 
@@ -48,6 +59,8 @@ def html(tmp_path_factory):
         assert (built / "index.html").is_file(), f"{BUILT_BOOK}={built}: no built book there (no index.html)"
         return built
     out = tmp_path_factory.mktemp("book")
+    (out / "_build").mkdir()
+    (out / "_build" / ".jupyter_cache").symlink_to(shared_cache())
     result = make_book(ROOT, out)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return out / "_build" / "html"

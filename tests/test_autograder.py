@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import sqlalchemy as sa
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +28,19 @@ def test_check_command_passes():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "check: ok" in result.stdout
+
+
+def test_a_new_gradebook_records_the_schema_version_alembic_prints(tmp_path):
+    """course.use_this_environment reads it in process instead of running `alembic heads`."""
+    from nbgrader.api import Gradebook
+    from nbgrader.dbutil import _temp_alembic_ini
+    with _temp_alembic_ini(f"sqlite:///{tmp_path / 'unused.db'}") as ini:
+        printed = subprocess.check_output([Path(sys.executable).parent / "alembic", "-c", ini,
+                                           "heads"], text=True)
+    course.use_this_environment()
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gradebook:
+        recorded = gradebook.db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert recorded == printed.split()[0]
 
 
 def test_drift_is_detected(tmp_path):

@@ -15,6 +15,15 @@ from tests.helpers import CHAPTERS, ROOT, bib_entries, solution_lines, visible_t
 pytestmark = pytest.mark.xdist_group("book")
 
 
+def test_make_book_runs_no_page_the_suite_ran(html):
+    """The suite renders its book from the checkout's execution cache, `make book`'s own:
+    after either command, the other runs no page again."""
+    result = subprocess.run(["make", "-s", "book-cache"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "succeeded:\n- " not in result.stdout, f"make book ran pages again:\n{result.stdout}"
+
+
 def test_front_and_back_matter_are_built(html):
     for page in ["book/intro.html", "book/notation.html", "book/glossary.html", "book/references.html",
                  "book/build-report.html"]:

@@ -1,5 +1,6 @@
 """The chapter registry (autograder/chapters.py): one place per chapter, and nothing
 else naming it."""
+import json
 import re
 import subprocess
 import sys
@@ -69,9 +70,16 @@ def test_make_runs_every_page_with_code_longest_budget_first():
 def test_reference_files_are_what_importing_the_reference_loads():
     """The re-grade hash covers a chapter's reference_files: exactly the course's modules
     that importing its reference loads."""
-    show = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
-            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.startswith('solutions.')))")
+    # one fresh interpreter, the course's modules forgotten before each reference is imported
+    show = ("import importlib, json, sys\n"
+            "ours = lambda: [n for n in sys.modules if n.startswith('solutions.')]\n"
+            "loaded = {}\n"
+            "for name in sys.argv[1:]:\n"
+            "    for n in ours(): del sys.modules[n]\n"
+            "    importlib.import_module(name)\n"
+            "    loaded[name] = [sys.modules[n].__file__ for n in ours()]\n"
+            "print(json.dumps(loaded))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", show, *(c.reference for c in CHAPTERS)],
+                                       cwd=ROOT, capture_output=True, text=True, check=True).stdout)
     for chapter in CHAPTERS:
-        loaded = subprocess.run([sys.executable, "-c", show, chapter.reference], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.split()
-        assert sorted(map(Path, loaded)) == chapter.reference_files, chapter.name
+        assert sorted(map(Path, loaded[chapter.reference])) == chapter.reference_files, chapter.name

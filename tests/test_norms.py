@@ -254,6 +254,38 @@ def test_group_norm_extremes_are_layer_and_instance_norm(shape):
     close(R.group_norm(x, C), F.instance_norm(x))
 
 
+@pytest.mark.parametrize("fn", [
+    lambda x: R.batch_norm(x, None, None, training=True),
+    lambda x: R.layer_norm(x, x.shape[1:]),
+    lambda x: R.instance_norm(x),
+    lambda x: R.group_norm(x, 2),
+], ids=["batch_norm", "layer_norm", "instance_norm", "group_norm"])
+def test_float32_with_the_mean_ten_standard_deviations_from_zero(fn):
+    # The variance from the centred input: E[x^2] - mean^2 would lose about
+    # (mean / std)^2 * 6e-8 of it in float32, 1e-4 of the output here; PyTorch's
+    # kernels agree with float64 to about 2e-6.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, 16, 16, generator=g) + 10
+    out = fn(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), fn(x.double()), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: R.batch_norm(x, None, None, training=True),
+    lambda x: R.layer_norm(x, x.shape[1:]),
+    lambda x: R.instance_norm(x),
+    lambda x: R.group_norm(x, 3),
+    lambda x: R.batch_norm_backward(torch.ones_like(x), x)[0],
+], ids=["batch_norm", "layer_norm", "instance_norm", "group_norm", "batch_norm_backward"])
+def test_float32_nearly_constant_input_far_from_zero_stays_finite(fn):
+    # std 3e-4 around 255: E[x^2] - mean^2 would round to about +-4e-3, often
+    # below -eps, and its square root would be NaN.
+    g = torch.Generator().manual_seed(0)
+    x = 255 + 1e-3 * torch.rand(4, 3, 7, 7, generator=g)
+    assert torch.isfinite(fn(x)).all()
+
+
 # ---------------------------------------------------------------- vs slow loop references
 
 SLOW_SHAPES = [(6, 3), (4, 3, 5), (1, 2, 6), (3, 2, 3, 4), (2, 2, 2, 3, 2)]
@@ -467,6 +499,17 @@ def test_gradcheck_without_affine():
     assert torch.autograd.gradcheck(lambda x: R.group_norm(x, 2), (x,))
     assert torch.autograd.gradcheck(lambda x: R.instance_norm(x), (x,))
     assert torch.autograd.gradcheck(lambda x: R.layer_norm(x, (2, 4)), (x,))
+
+
+@pytest.mark.parametrize("affine", ["weight", "bias"])
+def test_gradcheck_layer_norm_with_weight_or_bias_alone(affine):
+    # LayerNorm applies an elementwise affine in its own pass, one op for each case
+    x = _leaf(make_input((3, 2, 4)))
+    w, b = make_affine((2, 4), affine)
+    param = _leaf(w if affine == "weight" else b)
+    fn = (lambda x, p: R.layer_norm(x, (2, 4), weight=p)) if affine == "weight" else \
+        (lambda x, p: R.layer_norm(x, (2, 4), bias=p))
+    assert torch.autograd.gradcheck(fn, (x, param))
 
 
 # ---------------------------------------------------------------- BatchNorm2d vs nn.BatchNorm2d
