@@ -45,10 +45,11 @@ def html(tmp_path_factory):
     Rendered afresh once per test session (about a minute), so every warning of every page
     is seen; the pages' executed outputs come from the checkout's execution cache, which
     `make book` fills too: a page whose code and inputs did not change since either command
-    last ran it is not run again (running them all takes minutes). To test a book built
-    earlier instead,
-    set ``DLBB_BUILT_BOOK`` to its ``_build/html``; nothing is built then. For example, to
-    run the browser test alone against the book `make book` left in the checkout::
+    last ran it is not run again (running them all takes minutes).
+
+    To test a book built earlier instead, set ``DLBB_BUILT_BOOK`` to its ``_build/html``;
+    nothing is built then. For example, to run the browser test alone against the book
+    `make book` left in the checkout::
 
         DLBB_BUILT_BOOK=_build/html .venv/bin/python -m pytest tests/test_browser.py
 
