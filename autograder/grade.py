@@ -24,9 +24,10 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -57,12 +58,14 @@ class Kind(Enum):
 class Outcome:
     """What became of one submission. Only a graded one has a score: ``untouched`` when
     no answer cell changed, ``flags`` where its two checks disagree, ``feedback`` False
-    when its page could not be made. Any other kind has ``detail``, one line saying why."""
+    when its page could not be made. Any other kind has ``detail``, one line saying why.
+    ``seconds``: wall time of each phase of its grading (``PHASES``)."""
     kind: Kind
     detail: str = ""
     untouched: bool = False
     flags: tuple[str, ...] = ()
     feedback: bool = True
+    seconds: dict = field(default_factory=dict, compare=False)
 
     @property
     def graded(self) -> bool:
@@ -127,6 +130,21 @@ def _answers(notebook: Path) -> dict[str, str]:
 # -- in a worker process ------------------------------------------------------
 
 _apis = {}
+# execute: the notebook in its kernel; verify: the fresh-input check; autograde: the rest of
+# nbgrader's autograde (copying, checksums, the gradebook); feedback: the HTML page
+PHASES = ("execute", "verify", "autograde", "feedback")
+_seconds = {}
+
+
+def _timed(step, phase: str):
+    """``step`` (a preprocessor class) recording its wall time as ``phase``."""
+    def preprocess(self, nb, resources):
+        start = time.perf_counter()
+        try:
+            return step.preprocess(self, nb, resources)
+        finally:
+            _seconds[phase] = time.perf_counter() - start
+    return type(step.__name__, (step,), {"preprocess": preprocess})
 
 
 def _quiet_gradebook() -> None:
@@ -148,8 +166,8 @@ def _api(job: Job):
         steps = []
         for step in Autograde.class_traits()["autograde_preprocessors"].default():
             if step.__name__ == "Execute":
-                steps += [sandbox.SandboxedExecute if job.sandboxed else step,
-                          verdict.FreshInputCheck]
+                steps += [_timed(sandbox.SandboxedExecute if job.sandboxed else step, "execute"),
+                          _timed(verdict.FreshInputCheck, "verify")]
             else:
                 steps.append(step)
         cfg.Autograde.autograde_preprocessors = steps
@@ -181,13 +199,19 @@ def _grade(job: Job) -> Outcome:
             gradebook.remove_submission(job.assignment, job.student)
         except MissingEntry:
             pass
+    _seconds.clear()
+    start = time.perf_counter()
     result = api.autograde(job.assignment, job.student, force=True, create=True)
+    _seconds["autograde"] = time.perf_counter() - start - sum(_seconds.values())
     if not result["success"]:
         return Outcome(Kind.AUTOGRADE_FAILED,
-                       _failure((result.get("log") or "") + (result.get("error") or "")))
+                       _failure((result.get("log") or "") + (result.get("error") or "")),
+                       seconds=dict(_seconds))
     release = course.notebook_path(job.course_dir, "release", job.assignment)
     autograded = course.notebook_path(job.course_dir, "autograded", job.assignment, job.student)
+    start = time.perf_counter()
     feedback = api.generate_feedback(job.assignment, job.student, force=True)
+    _seconds["feedback"] = time.perf_counter() - start
     html = course.notebook_path(job.course_dir, "feedback", job.assignment,
                                 job.student).with_suffix(".html")
     made = feedback["success"] and html.is_file()
@@ -198,7 +222,7 @@ def _grade(job: Job) -> Outcome:
     return Outcome(Kind.GRADED,
                    untouched=_answers(job.notebook).items() <= _answers(release).items(),
                    flags=tuple(verdict.flags(nbformat.read(autograded, as_version=4))),
-                   feedback=made)
+                   feedback=made, seconds=dict(_seconds))
 
 
 def _grade_safely(job: Job) -> Outcome:

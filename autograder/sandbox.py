@@ -4,15 +4,27 @@ A sandboxed process sees the Python environment read-only, the folders it is
 given read-write, a private /tmp, and nothing else: no network, no course
 files, no gradebook, no other students. It runs as an unprivileged uid (one
 per grading process) with limits on address space, CPU time, processes and
-file size. ``SandboxedKernelManager`` starts Jupyter kernels that way, talking
-to the grader over Unix sockets (the sandbox's network namespace is empty).
+file size.
+
+Each grading process keeps one such sandbox, a ``ForkServer`` that has imported
+torch once (``autograder/forkserver.py``). Every notebook kernel and every
+verification worker is a fresh fork of it, started in an emptied sandbox: no
+process, file or IPC object of an earlier child survives. ``SandboxedKernelManager``
+starts Jupyter kernels that way, talking to the grader over Unix sockets (the
+sandbox's network namespace is empty).
 """
 import asyncio
+import atexit
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,13 +146,180 @@ def unavailable() -> str | None:
     return None
 
 
+class ForkServerError(RuntimeError):
+    """The fork server died, hung or refused: it is replaced on the next request."""
+
+
+class ForkServer:
+    """The grader's end of ``autograder/forkserver.py``: a warm sandbox that forks kernels
+    and verification workers.
+
+    Its spool holds ``code/`` (the server's scripts) and ``ro/``, which the sandbox sees
+    read-only, and ``rw/``, the only folder it may write. Starting a child takes three
+    steps: ``empty()`` the sandbox, make the child's folders with ``folder()``, fork it
+    with ``kernel()`` or ``worker()``. ``sandboxed=False`` runs it unconfined: only for
+    code you trust.
+    """
+    HERE = Path(__file__).resolve().parent
+    START_TIMEOUT = 300   # s: importing torch on a loaded machine
+    REQUEST_TIMEOUT = 30  # s: emptying the sandbox and forking
+
+    def __init__(self, *, uid: int, sandboxed: bool, limits: Limits = Limits()):
+        self.uid, self.sandboxed = uid, sandboxed
+        self.spool = Path(tempfile.mkdtemp(prefix="dlbb-forkserver-"))
+        for name in ("code", "ro", "rw"):
+            (self.spool / name).mkdir()
+        for script in ("forkserver.py", "worker.py"):
+            shutil.copyfile(self.HERE / script, self.spool / "code" / script)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [sys.executable, "-I", str(self.spool / "code" / "forkserver.py"),
+                "1" if sandboxed else "0", str(theirs.fileno()), str(self.spool)]
+        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        if sandboxed:
+            give(self.spool / "rw", uid)
+            argv = command(argv, uid=uid, cwd=self.spool / "rw", limits=limits,
+                           readonly=[self.spool / "code", self.spool / "ro"],
+                           writable={self.spool / "rw": self.spool / "rw"})
+            env = None
+        self.process = subprocess.Popen(argv, pass_fds=[theirs.fileno()], start_new_session=True,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL,
+                                        env=env and {**os.environ, **env})
+        theirs.close()
+        self.sock, self.lock = ours, threading.Lock()
+        try:
+            self._receive(self.START_TIMEOUT)
+        except ForkServerError:
+            self.close()
+            raise
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def empty(self) -> None:
+        """Leave nothing of earlier children: no process, no file they wrote, no IPC object."""
+        self.request({"op": "empty"})
+        for folder in (self.spool / "ro").iterdir():
+            shutil.rmtree(folder)
+
+    def folder(self, readonly: bool = False) -> Path:
+        """A new folder for a child: read-only to the sandbox, or its to write."""
+        path = Path(tempfile.mkdtemp(dir=self.spool / ("ro" if readonly else "rw")))
+        if readonly:
+            path.chmod(0o755)
+        elif self.sandboxed:
+            give(path, self.uid)
+        return path
+
+    def kernel(self, argv: list[str], cwd: Path) -> "Forked":
+        """An IPython kernel: ``argv`` as ipykernel's launcher gets it (``-m ipykernel_launcher ...``)."""
+        if argv[1:3] != ["-m", "ipykernel_launcher"]:
+            raise ValueError(f"not an ipykernel command: {argv[:3]}")
+        return Forked(self, self.request({"op": "kernel", "argv": argv[3:], "cwd": str(cwd)})["pid"])
+
+    def worker(self, argv: list[str], cwd: Path, stdin: int, stdout: int) -> "Forked":
+        """A verification worker (``worker.py``'s ``main`` with ``argv``) on the pipes given."""
+        reply = self.request({"op": "worker", "argv": argv, "cwd": str(cwd)}, [stdin, stdout])
+        return Forked(self, reply["pid"])
+
+    def request(self, message: dict, fds: list[int] = ()) -> dict:
+        with self.lock:
+            try:
+                socket.send_fds(self.sock, [json.dumps(message).encode()], list(fds))
+            except OSError:
+                self.close()
+                raise ForkServerError("the fork server exited") from None
+            reply = self._receive(self.REQUEST_TIMEOUT)
+        if "error" in reply:
+            self.close()
+            raise ForkServerError(f"the fork server failed: {reply['error']}")
+        return reply
+
+    def _receive(self, timeout: float) -> dict:
+        self.sock.settimeout(timeout)
+        try:
+            message = self.sock.recv(1 << 16)
+        except OSError:  # socket.timeout too
+            message = b""
+        if not message:
+            self.close()
+            raise ForkServerError(f"the fork server exited or gave no answer within {timeout} s")
+        return json.loads(message)
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.sock.close()
+        shutil.rmtree(self.spool, ignore_errors=True)
+
+
+class Forked:
+    """A child of a fork server, with the part of ``subprocess.Popen`` that jupyter_client's
+    provisioner uses. Its pid is the sandbox's: only the server can signal it."""
+    stdin = stdout = stderr = None
+
+    def __init__(self, server: ForkServer, pid: int):
+        self.server, self.pid, self.returncode = server, pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.returncode = self.server.request({"op": "poll", "pid": self.pid})["returncode"]
+            except ForkServerError:
+                self.returncode = -signal.SIGKILL
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"fork server child {self.pid}", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None and self.server.alive():
+            try:
+                self.server.request({"op": "signal", "pid": self.pid, "signum": int(signum)})
+            except ForkServerError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+_servers: dict[tuple[int, bool], ForkServer] = {}
+
+
+def fork_server(uid: int, sandboxed: bool) -> ForkServer:
+    """This process's fork server for ``uid``, started (again) when it is not running."""
+    server = _servers.get((uid, sandboxed))
+    if server is None or not server.alive():
+        if server is not None:
+            server.close()
+        server = _servers[uid, sandboxed] = ForkServer(uid=uid, sandboxed=sandboxed)
+    return server
+
+
+@atexit.register
+def _close_servers() -> None:
+    for server in _servers.values():
+        server.close()
+
+
 class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel in a sandbox that sees the notebook's folder and the Python environment.
+    """A kernel forked by the grading process's fork server, in its sandbox.
 
     The kernel talks over Unix sockets in a private run folder. Its working
-    directory is a scratch copy of the notebook's folder, mounted at the
-    folder's path: nbgrader later writes the graded notebook into the real
-    folder as root, which the kernel therefore never holds.
+    directory is a scratch copy of the notebook's folder: nbgrader later writes
+    the graded notebook into the real folder as root, which the kernel therefore
+    never holds.
     """
     uid = Integer(help="uid the kernel runs as (default: own_uid())").tag(config=True)
 
@@ -149,28 +328,23 @@ class SandboxedKernelManager(AsyncKernelManager):
         return own_uid()
 
     async def _async_pre_start_kernel(self, **kw):
-        self._run_dir = Path(tempfile.mkdtemp(prefix="dlbb-kernel-"))
+        self._server = fork_server(self.uid, sandboxed=True)
+        self._server.empty()
+        self._run_dir = self._server.folder()
         self._cwd = Path(kw.get("cwd") or os.getcwd())
         self.transport = "ipc"
         self.ip = str(self._run_dir / "kernel")
         self.connection_file = str(self._run_dir / "kernel.json")
-        kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
-        # the kernel's own stdout is not the notebook's: nobody reads it
-        kw.update(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return kernel_cmd, kw
+        return await super()._async_pre_start_kernel(**kw)
 
-    def format_kernel_cmd(self, extra_arguments=None):
-        argv = super().format_kernel_cmd(extra_arguments)
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
         scratch = self._run_dir / "cwd"
         shutil.copytree(self._cwd, scratch, symlinks=True)
         give(self._run_dir, self.uid)
-        return command(argv, uid=self.uid, cwd=self._cwd, env={"NBGRADER_EXECUTION": "autograde"},
-                       writable={self._run_dir: self._run_dir, scratch: self._cwd})
-
-    async def _async_cleanup_resources(self, restart: bool = False) -> None:
-        await super()._async_cleanup_resources(restart)
-        if not restart:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
+        provisioner = self.provisioner
+        provisioner.process = self._server.kernel(kernel_cmd, cwd=scratch)
+        provisioner.pid, provisioner.pgid, provisioner.cwd = provisioner.process.pid, None, scratch
+        self._reconcile_connection_info(provisioner.connection_info)
 
 
 class SandboxedExecute(Execute):

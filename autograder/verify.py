@@ -16,12 +16,7 @@ import json
 import os
 import secrets
 import select
-import shutil
-import signal
 import stat
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +27,6 @@ import numpy as np
 
 from . import sandbox
 
-WORKER = Path(__file__).with_name("worker.py")
 MAX_REPLY = 1 << 16
 MAX_ARRAY_BYTES = 256 << 20
 
@@ -108,28 +102,29 @@ class ProbeError(RuntimeError):
 
 
 class Worker:
-    """One sandboxed worker process holding one submission's code.
+    """One sandboxed worker process holding one submission's code, forked by the
+    grading process's fork server.
 
     Inputs go to ``inbox/``, which the sandbox sees read-only; outputs come
     back through ``outbox/``, the only folder it may write, and are opened
-    without following symlinks.
+    without following symlinks. Requests and replies travel on two pipes.
     """
 
     def __init__(self, cells: list[str], *, uid: int, sandboxed: bool, timeout: float):
-        self.dir = Path(tempfile.mkdtemp(prefix="dlbb-verify-"))
-        self.inbox, self.outbox = self.dir / "inbox", self.dir / "outbox"
-        self.inbox.mkdir()
-        self.outbox.mkdir()
-        self.timeout = timeout
-        shutil.copyfile(WORKER, self.inbox / "worker.py")
-        argv = [sys.executable, "-I", str(self.inbox / "worker.py"), str(self.inbox)]
-        if sandboxed:
-            sandbox.give(self.outbox, uid)
-            argv = sandbox.command(argv, uid=uid, cwd=self.outbox, readonly=[self.inbox],
-                                   writable={self.outbox: self.outbox})
-        self.process = subprocess.Popen(argv, cwd=self.outbox, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.timeout, self.inbox, self.outbox = timeout, None, None
+        requests, self.requests = os.pipe()
+        self.replies, replies = os.pipe()
+        try:
+            server = sandbox.fork_server(uid, sandboxed)
+            server.empty()
+            self.inbox, self.outbox = server.folder(readonly=True), server.folder()
+            self.process = server.worker([str(self.inbox)], self.outbox, requests, replies)
+        except sandbox.ForkServerError as error:
+            self._close_pipes()
+            raise WorkerError(str(error)) from None
+        finally:
+            os.close(requests)
+            os.close(replies)
         try:
             self._send({"cells": cells})
             self._receive()
@@ -139,8 +134,9 @@ class Worker:
 
     def _send(self, message: dict) -> None:
         try:
-            self.process.stdin.write((json.dumps(message) + "\n").encode())
-            self.process.stdin.flush()
+            data = (json.dumps(message) + "\n").encode()
+            while data:
+                data = data[os.write(self.requests, data):]
         except OSError:
             raise WorkerError("the worker exited") from None
 
@@ -150,8 +146,8 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerError(f"no answer within {self.timeout:g} s")
-            if select.select([self.process.stdout], [], [], left)[0]:
-                chunk = os.read(self.process.stdout.fileno(), MAX_REPLY)
+            if select.select([self.replies], [], [], left)[0]:
+                chunk = os.read(self.replies, MAX_REPLY)
                 if not chunk:
                     raise WorkerError("the worker exited")
                 line += chunk
@@ -181,12 +177,12 @@ class Worker:
             return np.load(handle, allow_pickle=False)
 
     def close(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.process.kill()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        os.close(self.requests)
+        os.close(self.replies)
 
 
 def verify(assignment: str, release: Path, submitted: Path, *, uid: int | None = None,

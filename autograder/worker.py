@@ -1,4 +1,4 @@
-"""The sandboxed side of out-of-process verification; run as a script, in a sandbox.
+"""The sandboxed side of out-of-process verification, forked by the fork server (``forkserver.py``).
 
 Protocol: JSON lines on stdin, JSON lines on stdout, arrays as ``.npy`` files
 (never pickle): inputs in the read-only folder given as the argument, outputs

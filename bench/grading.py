@@ -8,12 +8,15 @@ either the reference or left as the stub (70 / 30, seeded), so scores vary.
 The baseline is nbgrader's own command, ``nbgrader autograde <assignment>``,
 one assignment after another, kernels unconfined. The course grader
 (``autograder.grade``) does more per notebook: a sandboxed kernel,
-out-of-process verification and feedback HTML, with one worker per core.
+out-of-process verification and feedback HTML, with one worker per core; its
+per-phase wall times (``autograder.grade.PHASES``, summed over every notebook)
+come from the ledger it writes.
 Both grade the same files in fresh course folders; release is not timed for
 the baseline and is timed for the course grader. The ratio is from this one
 run, and the two graders' scores are compared submission by submission.
 """
 import argparse
+import json
 import os
 import random
 import shutil
@@ -27,7 +30,7 @@ import nbformat
 from nbgrader.api import Gradebook
 
 from autograder import chapters, course
-from autograder.grade import grade
+from autograder.grade import PHASES, grade
 
 
 def synthetic(assignment: str, rng: random.Random) -> nbformat.NotebookNode:
@@ -82,10 +85,17 @@ def main() -> None:
         rows = grade(tmp / "class", tmp / "out" / "grades.csv", course_dir=tmp / "course",
                      workers=args.workers)
         ours = time.perf_counter() - t0
+        ledger = json.loads((tmp / "course" / "ledger.json").read_text())
+        phases = {phase: sum(entry["outcome"]["seconds"].get(phase, 0.0)
+                             for entry in ledger.values()) for phase in PHASES}
     print(f"{'grader':<40} {'seconds':>9} {'notebooks/min':>14}")
     print(f"{'nbgrader autograde, sequential':<40} {baseline['seconds']:9.1f} "
           f"{60 * n / baseline['seconds']:14.1f}")
     print(f"{f'course grader, {args.workers} workers':<40} {ours:9.1f} {60 * n / ours:14.1f}")
+    print(f"course grader's phases, summed over its {len(ledger)} notebooks "
+          f"({args.workers} at a time):")
+    for phase, seconds in phases.items():
+        print(f"  {phase:<12} {seconds:9.1f} s  {seconds / len(ledger):6.2f} s per notebook")
     print(f"throughput ratio (course grader / nbgrader): {baseline['seconds'] / ours:.2f}")
     agree = sum(baseline["scores"].get((r["student_id"], r["assignment"])) == r["score"]
                 for r in rows)

@@ -140,14 +140,18 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
     assert gradebook_scores(db_url) == final  # one submission per student: nothing counted twice
     assert {s: r["status"] for s, r in rows.items()} == {s: "graded" for s in final}
 
-    # a broken new attempt: its 0 replaces the earlier grade in the gradebook too
+    # broken new attempts, one never autograded (corrupt), one whose autograde failed after
+    # nbgrader had recorded it: each 0 replaces the earlier grade in the gradebook too
     feedback = out.parent / "feedback" / "cy" / f"{A}.html"
     assert feedback.is_file()
     (folder / "cy" / A / f"{A}.ipynb").write_text("{ not json")
+    nbformat.write(submission(A, {next(iter(CHAPTER.items)): "import os\nos._exit(0)"}),
+                   folder / "dee" / A / f"{A}.ipynb")
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     rows = read_csv(out)
     assert rows["cy"]["status"].startswith("corrupt notebook") and float(rows["cy"]["score"]) == 0
-    assert gradebook_scores(db_url) == {s: v for s, v in final.items() if s != "cy"}
+    assert rows["dee"]["status"].startswith("autograde failed") and float(rows["dee"]["score"]) == 0
+    assert gradebook_scores(db_url) == {s: v for s, v in final.items() if s not in ("cy", "dee")}
     assert not feedback.exists(), "the earlier attempt's feedback outlived it"
 
 

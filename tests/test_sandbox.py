@@ -121,6 +121,67 @@ def test_outputs_are_never_unpickled(tmp_path):
     assert all("allow_pickle=False" in verdict for verdict in verdicts.values()), verdicts
 
 
+LEFTOVERS = """
+    import os
+    def leftovers():
+        mine = lambda folder: [p for p in os.listdir(folder)
+                               if os.lstat(os.path.join(folder, p)).st_uid == os.getuid()]
+        return [sum(1 for p in os.listdir("/proc")
+                    if p.isdigit() and int(p) not in (1, os.getppid(), os.getpid())),
+                len(mine("/tmp")), len(mine("/dev/shm")), len(mine("..")) - 1]
+"""
+
+
+def _worker_sees(cells: str) -> list[int]:
+    """``leftovers()`` in a fresh verification worker after it ran ``cells``: processes other
+    than itself and the sandbox's, and what its uid owns in /tmp, /dev/shm and beside its folder."""
+    worker = verify.Worker([textwrap.dedent(LEFTOVERS) + textwrap.dedent(cells)], uid=UID,
+                           sandboxed=True, timeout=60)
+    try:
+        return [a.item() for a in worker.run(0, verify.Probe("result = leftovers()", None), {})]
+    finally:
+        worker.close()
+
+
+def test_a_fork_leaves_nothing_to_the_next():
+    """Kernels and workers are forks of one warm sandbox: whatever a child starts or writes,
+    and wherever, the next child starts without it."""
+    left = _worker_sees("""
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         start_new_session=True)
+        if os.fork() == 0:
+            os.setsid()
+            time.sleep(600)
+        for path in ("/tmp/left", "/dev/shm/left", "../left"):
+            open(path, "w").write("x")
+        os.makedirs("/tmp/locked/deeper")
+        os.chmod("/tmp/locked", 0)
+    """)
+    assert left == [2, 2, 1, 1]
+    assert _worker_sees("") == [0, 0, 0, 0]
+
+
+def test_a_child_cannot_reach_into_the_fork_server():
+    """The server is not dumpable: its memory is closed to its children. A child that kills
+    it (and so its whole sandbox) loses its own verdict only; the next child gets a new server."""
+    worker = verify.Worker([textwrap.dedent("""
+        import os, time
+        try:
+            open(f"/proc/{os.getppid()}/mem", "rb")
+            denied = False
+        except PermissionError:
+            denied = True
+    """)], uid=UID, sandboxed=True, timeout=60)
+    try:
+        assert worker.run(0, verify.Probe("result = denied", None), {})[0].item() is True
+        with pytest.raises(verify.WorkerError):
+            worker.run(1, verify.Probe("os.kill(os.getppid(), 9); time.sleep(30)", None), {})
+    finally:
+        worker.close()
+    assert _worker_sees("") == [0, 0, 0, 0]
+
+
 def test_compare_names_what_differs():
     probe = verify.Probe("", lambda rng: {})
     a = np.zeros((2, 3))
