@@ -5,7 +5,6 @@ A course directory is nbgrader's standard layout (``source/``, ``release/``,
 itself is one, and the tests and the drift check use throwaway copies.
 """
 import functools
-import importlib
 import importlib.metadata
 import inspect
 import os
@@ -24,7 +23,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from . import chapters
 from .chapters import NAMES, ROOT
-from .template import render
+from .template import answer_objects, render
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -73,15 +72,21 @@ def api(course_dir: Path, db_url: str | None = None) -> NbGraderAPI:
 
 def answered(assignment: str, answers: dict[str, str] | None = None) -> nbformat.NotebookNode:
     """The released student notebook with each answer cell holding the reference's
-    source, or ``answers[item]`` where given; ``answers=None`` leaves every stub."""
+    source, or ``answers[item]`` where given; ``answers=None`` leaves every stub.
+
+    ``answers[item]`` answers the graded object alone: in a cell that also holds
+    helpers (``#| solution <module>:<helper>,<item>``) the helpers' reference source
+    comes first, as the reference's other items may call them."""
     notebook = nbformat.read(EXERCISES / f"{assignment}.ipynb", as_version=4)
     if answers is None:
         return notebook
-    module = importlib.import_module(f"solutions.{assignment}")
+    objects = answer_objects(TEMPLATES / f"{assignment}.md")
     for cell in notebook.cells:
         item = cell.metadata.get("nbgrader", {}).get("grade_id")
         if cell.metadata.get("nbgrader", {}).get("solution"):
-            cell.source = answers[item] if item in answers else inspect.getsource(getattr(module, item))
+            *helpers, graded = objects[item]
+            cell.source = "\n\n".join([*map(inspect.getsource, helpers),
+                                        answers[item] if item in answers else inspect.getsource(graded)])
     return notebook
 
 

@@ -7,6 +7,16 @@ notebook whose code cells may open with one directive line:
     #| solution solutions.norms:batch_norm
                                   graded answer: the reference's source, whose
                                   BEGIN/END SOLUTION body nbgrader clears
+    #| solution solutions.norms:_Normalize,batch_norm
+                                  one answer cell holding several objects, in
+                                  this order: the last is the graded one (its name
+                                  is the grade id), those before it helpers that it
+                                  and later answers may call. Each named object
+                                  needs a BEGIN/END SOLUTION region: the student
+                                  sees only the helpers' signatures and docstrings.
+                                  (``course.answered`` answers the graded object
+                                  alone and keeps the helpers' reference source
+                                  before it; ``answer_objects`` lists each cell's.)
     #| tests batch_norm points=3  locked autograded test cell (grade_id test_batch_norm)
 
 and, anywhere in a cell, lines that pull in code from its single source:
@@ -33,11 +43,15 @@ class TemplateError(ValueError):
     pass
 
 
-def _objects_source(spec: str) -> str:
+def _objects(spec: str) -> dict:
+    """Name -> object for each name of ``<module>:<name>,<name>...``, in its order."""
     module_name, _, names = spec.partition(":")
     module = importlib.import_module(module_name)
-    return "\n\n".join(inspect.getsource(getattr(module, name)).rstrip()
-                       for name in names.split(","))
+    return {name: getattr(module, name) for name in names.split(",")}
+
+
+def _objects_source(spec: str) -> str:
+    return "\n\n\n".join(inspect.getsource(obj).rstrip() for obj in _objects(spec).values())
 
 
 def _file_source(relative_path: str) -> str:
@@ -79,11 +93,14 @@ def _render_code_cell(cell, index):
         cell.metadata["tags"] = ["hide-input"]  # collapsed on the book's exercise page
     elif kind == "solution":
         if not match[2] or ":" not in match[2]:
-            raise TemplateError(f"cell {index}: write '#| solution <module>:<name>'")
+            raise TemplateError(f"cell {index}: write '#| solution <module>:<name>' "
+                                "(or '<module>:<helper>,...,<name>')")
+        objects = _objects(match[2])
+        for name, obj in objects.items():
+            if "### BEGIN SOLUTION" not in inspect.getsource(obj):
+                raise TemplateError(f"{match[2]}: {name} has no BEGIN SOLUTION region")
         cell.source = _expand(f"{_objects_source(match[2])}\n{rest}")
-        if "### BEGIN SOLUTION" not in cell.source:
-            raise TemplateError(f"{match[2]} has no BEGIN SOLUTION region")
-        cell.metadata["nbgrader"] = _nbgrader(match[2].split(":")[1], solution=True)
+        cell.metadata["nbgrader"] = _nbgrader(list(objects)[-1], solution=True)
     elif kind == "tests":
         item, _, points = (match[2] or "").partition(" points=")
         if not item or not points.isdigit():
@@ -96,6 +113,18 @@ def _render_code_cell(cell, index):
     else:
         raise TemplateError(f"cell {index}: unknown directive {first!r}")
     cell.id = cell.metadata.get("nbgrader", {}).get("grade_id", f"cell-{index}")
+
+
+def answer_objects(template: Path) -> dict[str, list]:
+    """Each answer cell's grade id -> the objects its ``#| solution`` line names, the
+    graded one last."""
+    cells = {}
+    for cell in jupytext.read(template, fmt="md:myst").cells:
+        match = DIRECTIVE.match(cell.source.partition("\n")[0])
+        if cell.cell_type == "code" and match and match[1] == "solution":
+            objects = _objects(match[2])
+            cells[list(objects)[-1]] = list(objects.values())
+    return cells
 
 
 def render(template: Path) -> nbformat.NotebookNode:

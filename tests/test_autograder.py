@@ -1,6 +1,7 @@
 """The exercise pipeline: one source, generated notebooks, the guard, secrecy."""
 import ast
 import importlib
+import inspect
 import re
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from autograder import checks, course
-from autograder.template import TemplateError, render
+from autograder.template import TemplateError, answer_objects, render
 from solutions import norms
 from tests.helpers import CHAPTERS, ROOT, solution_lines
 
@@ -93,12 +94,16 @@ def test_student_notebook_items_and_points(chapter):
     assert tests == {f"test_{item}": points for item, points in chapter.items.items()}
     stated = re.search(r"Points: (\d+)\s+in all", " ".join(c.source for c in cells))
     assert stated and int(stated[1]) == chapter.points, "the introduction states another total"
-    module = importlib.import_module(chapter.reference)
+    # an answer cell holds the graded object and, before it, any helpers it names
+    objects = answer_objects(chapter.template)
     stubs = [c.source for c in cells if c.metadata.get("nbgrader", {}).get("solution")]
     for stub, name in zip(stubs, answers):
-        reference = getattr(module, name)
-        assert reference.__doc__.strip().splitlines()[0] in stub, f"{name} lost its docstring"
-        assert "raise NotImplementedError()" in stub
+        assert objects[name][-1] is getattr(importlib.import_module(chapter.reference), name)
+        for obj in objects[name]:
+            assert obj.__doc__.strip().splitlines()[0] in stub, f"{obj.__name__} lost its docstring"
+            assert re.search(rf"^(def|class) {obj.__name__}\b", stub, re.M), f"{obj.__name__} is missing"
+        regions = sum(inspect.getsource(obj).count("### BEGIN SOLUTION") for obj in objects[name])
+        assert stub.count("raise NotImplementedError()") == regions, f"{name}: a body is not a stub"
 
 
 def test_template_errors_are_clear(tmp_path):
