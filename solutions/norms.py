@@ -9,13 +9,108 @@ with the biased variance over a set S of positions; the four differ only in S:
     group_norm     S = (C/G, H, W)     per sample, group   Wu & He, 2018
 
 Each function has the signature and semantics of its ``torch.nn.functional``
-counterpart. The graded bodies lie between ``### BEGIN SOLUTION`` and
-``### END SOLUTION``; the argument checks before them stay in the exercise.
+counterpart. The four share ``_Normalize`` (BatchNorm and InstanceNorm when they
+use the batch's statistics), one autograd node whose backward is the closed-form
+gradient. The graded bodies lie between
+``### BEGIN SOLUTION`` and ``### END SOLUTION``; the argument checks before them
+stay in the exercise.
 """
+import math
+
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .common import check_tensor
+
+
+class _Normalize(torch.autograd.Function):
+    """``(x - mean) / sqrt(var + eps) * weight + bias``, with the mean and the biased
+    variance of ``x`` over ``dims``: what the four norms share, as one autograd node.
+
+    Autograd through plain tensor operations keeps and differentiates every operation
+    on its own, each adding a full-size term to the gradient; this node's backward is
+    the closed-form gradient instead, for any set of dims (``batch_norm_backward``
+    is the case of BatchNorm).
+
+    ``_Normalize.apply(x, dims, weight, bias, eps)``:
+
+    Args:
+        x: ``(..., L)``, rows of L values; e.g. ``(N, C, L)`` for a batch of images
+            with ``L = H * W``.
+        dims: the dimensions the statistics reduce, the last one among them; e.g.
+            ``(0, 2)`` for BatchNorm, ``(2,)`` for InstanceNorm.
+        weight, bias: None, one value per row (tensors of size 1 along the last
+            dimension that broadcast against ``x``, e.g. ``(1, C, 1)``), or, for
+            ``x`` of shape ``(M, L)``, both given with one value per column:
+            shape ``(L,)``.
+        eps: added to the variance inside the square root.
+
+    Returns:
+        ``(out, mean, var)``: ``out`` of the shape of ``x``; ``mean`` and ``var``
+        shaped as ``x`` with size 1 along ``dims``, for the running statistics (no
+        gradient flows through them).
+    """
+
+    @staticmethod
+    def forward(ctx, x, dims, weight, bias, eps):
+        ### BEGIN SOLUTION
+        n = math.prod(x.shape[d] for d in dims)
+        mean = x.mean(dims, keepdim=True)
+        out = x - mean  # the centred input, turned into the output in place below
+        # The variance as the mean square of the centred input: accurate however far the
+        # mean lies from 0 (torch.var_mean is tens of times slower on CPU). The norm of
+        # each row first: along the contiguous last dimension a reduction is fast.
+        var = torch.linalg.vector_norm(out, dim=-1, keepdim=True).square().sum_to_size(mean.shape) / n
+        rstd = torch.rsqrt(var + eps)
+        per_column = weight is not None and weight.shape[-1] > 1
+        if per_column:  # weight and bias are rows too: one vectorised pass
+            torch.addcmul(bias, out.mul_(rstd), weight, out=out)
+        else:
+            out.mul_(rstd if weight is None else rstd * weight)  # one number per row
+            if bias is not None:
+                out.add_(bias)
+        ctx.save_for_backward(x, mean, rstd, weight)
+        ctx.n, ctx.per_column = n, per_column
+        ctx.bias_shape = None if bias is None else bias.shape
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+        ### END SOLUTION
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_mean, grad_var):
+        ### BEGIN SOLUTION
+        x, mean, rstd, weight = ctx.saved_tensors
+        g, gx = grad_out, grad_out * x
+        # With x_hat = (x - mean) * rstd, dL/dx_hat = g * weight. Per row, the sums of
+        # dL/dx_hat and of dL/dx_hat * x; the gradients of weight and bias sum g * x_hat
+        # and g, with g * x_hat = (g * x - mean * g) * rstd.
+        if ctx.per_column:  # x (M, L), weight (L,): matrix-vector products
+            sum_dxhat, sum_dxhat_x = (g @ weight)[:, None], (gx @ weight)[:, None]
+            grad_weight = (rstd.T @ gx - (rstd * mean).T @ g).view(weight.shape)
+            grad_bias = g.sum(0)
+        else:
+            sum_g, sum_gx = g.sum(-1, keepdim=True), gx.sum(-1, keepdim=True)
+            w = 1 if weight is None else weight
+            sum_dxhat, sum_dxhat_x = sum_g * w, sum_gx * w
+            sum_g_xhat = (sum_gx - mean * sum_g) * rstd
+            grad_weight = None if weight is None else sum_g_xhat.sum_to_size(weight.shape)
+            grad_bias = None if ctx.bias_shape is None else sum_g.sum_to_size(ctx.bias_shape)
+        # means over the statistics' set of dL/dx_hat and of dL/dx_hat * x_hat
+        mean_dxhat = sum_dxhat.sum_to_size(mean.shape) / ctx.n
+        mean_dxhat_xhat = rstd * (sum_dxhat_x.sum_to_size(mean.shape) / ctx.n - mean * mean_dxhat)
+        # grad_x = rstd * (dL/dx_hat - mean_dxhat - x_hat * mean_dxhat_xhat): rstd * weight
+        # * g plus, per row, a multiple of x and a constant; written over g * x, now summed
+        if ctx.per_column:
+            grad_x = torch.mul(g, weight, out=gx).mul_(rstd)
+        else:
+            grad_x = torch.mul(g, rstd if weight is None else rstd * weight, out=gx)
+        x_coef = -rstd * rstd * mean_dxhat_xhat
+        const = rstd * (rstd * mean * mean_dxhat_xhat - mean_dxhat)
+        grad_x.addcmul_(x, x_coef).add_(const)
+        return grad_x, None, grad_weight, grad_bias, None
+        ### END SOLUTION
 
 
 def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
@@ -52,27 +147,23 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are needed in eval mode")
     ### BEGIN SOLUTION
-    shape = (1, C) + (1,) * (input.dim() - 2)
     if training:
-        n = input.numel() // C
-        # The variance as the mean square of the centred input: accurate however far
-        # the mean lies from 0. Each (sample, channel) row is reduced first: a
-        # reduction along contiguous rows is fast and sums accurately, and the two
-        # are several times faster than torch.var_mean's value-by-value loop on CPU.
-        rows = input.reshape(input.shape[0], C, -1)
-        mean = rows.mean((0, 2))
-        var = (torch.linalg.vector_norm(rows - mean[:, None], dim=2) ** 2).sum(0) / n
+        rows = input.reshape(input.shape[0], C, -1)  # (N, C, L): a row per (sample, channel)
+        per_row = [None if t is None else t.view(1, C, 1) for t in (weight, bias)]
+        out, mean, var = _Normalize.apply(rows, (0, 2), *per_row, eps)
         if running_mean is not None:
+            n = rows.numel() // C
+            mean, var = mean.flatten(), var.flatten()
             with torch.no_grad():
                 running_mean.mul_(1 - momentum).add_(momentum * mean)
                 running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
-    else:
-        mean, var = running_mean, running_var
-    # per channel, out = input * scale + shift: a single pass over the input
-    scale = torch.rsqrt(var + eps)
+        return out.view(input.shape)
+    # eval: the running statistics are constants, so per channel out = input * scale + shift
+    shape = (1, C) + (1,) * (input.dim() - 2)
+    scale = torch.rsqrt(running_var + eps)
     if weight is not None:
         scale = scale * weight
-    shift = -mean * scale
+    shift = -running_mean * scale
     if bias is not None:
         shift = shift + bias
     return torch.addcmul(shift.view(shape), input, scale.view(shape))
@@ -106,18 +197,13 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
         if tensor is not None:
             check_tensor(tensor, "layer_norm", what, shape=normalized_shape)
     ### BEGIN SOLUTION
-    dims = tuple(range(-len(normalized_shape), 0))
-    n = torch.Size(normalized_shape).numel()
-    mean = input.mean(dims, keepdim=True)
-    centred = input - mean
-    var = torch.linalg.vector_norm(centred, dim=dims, keepdim=True) ** 2 / n  # as in batch_norm
-    out = centred * torch.rsqrt(var + eps)
-    # the affine is elementwise, not per row: a second pass
-    if weight is not None:
-        out = out * weight if bias is None else torch.addcmul(bias, out, weight)
-    elif bias is not None:
-        out = out + bias
-    return out
+    rows = input.reshape(-1, math.prod(normalized_shape))  # a row per leading index
+    if weight is not None or bias is not None:
+        # the affine is per element of normalized_shape, one value per column of the
+        # rows: _Normalize takes the two together
+        weight = rows.new_ones(rows.shape[1]) if weight is None else weight.reshape(-1)
+        bias = rows.new_zeros(rows.shape[1]) if bias is None else bias.reshape(-1)
+    return _Normalize.apply(rows, (1,), weight, bias, eps)[0].view(input.shape)
     ### END SOLUTION
 
 
@@ -157,27 +243,25 @@ def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=Non
         raise ValueError("instance_norm: running_mean and running_var are needed "
                          "when use_input_stats=False")
     ### BEGIN SOLUTION
-    dims = tuple(range(2, input.dim()))
-    shape = (1, C) + (1,) * (input.dim() - 2)
     if use_input_stats:
-        n = input[0, 0].numel()
-        mean = input.mean(dims, keepdim=True)  # the variance as in batch_norm
-        var = torch.linalg.vector_norm(input - mean, dim=dims, keepdim=True) ** 2 / n
+        rows = input.reshape(input.shape[0], C, -1)  # (N, C, L): a row per (sample, channel)
+        per_row = [None if t is None else t.view(1, C, 1) for t in (weight, bias)]
+        out, mean, var = _Normalize.apply(rows, (2,), *per_row, eps)
         if running_mean is not None:
+            n = rows.shape[2]
             with torch.no_grad():
                 running_mean.mul_(1 - momentum).add_(momentum * mean.mean(0).flatten())
-                running_var.mul_(1 - momentum).add_(
-                    momentum * var.mean(0).flatten() * n / (n - 1))
-    else:
-        mean, var = running_mean.view(shape), running_var.view(shape)
-    # per (sample, channel), out = input * scale + shift: a single pass over the input
-    scale = torch.rsqrt(var + eps)
+                running_var.mul_(1 - momentum).add_(momentum * var.mean(0).flatten() * n / (n - 1))
+        return out.view(input.shape)
+    # the running statistics are constants, so per channel out = input * scale + shift
+    shape = (1, C) + (1,) * (input.dim() - 2)
+    scale = torch.rsqrt(running_var + eps)
     if weight is not None:
-        scale = scale * weight.view(shape)
-    shift = -mean * scale
+        scale = scale * weight
+    shift = -running_mean * scale
     if bias is not None:
-        shift = shift + bias.view(shape)
-    return torch.addcmul(shift, input, scale)
+        shift = shift + bias
+    return torch.addcmul(shift.view(shape), input, scale.view(shape))
     ### END SOLUTION
 
 
@@ -207,19 +291,9 @@ def group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
             check_tensor(tensor, "group_norm", what, shape=(C,))
     ### BEGIN SOLUTION
     G = num_groups
-    grouped = input.reshape(N, G, -1)                                   # a row per group
-    mean = grouped.mean(-1, keepdim=True)
-    var = torch.linalg.vector_norm(grouped - mean, dim=-1, keepdim=True) ** 2 / grouped.shape[-1]
-    # per (sample, channel), out = input * scale + shift: a single pass over the input
-    rstd = torch.rsqrt(var + eps)                                      # (N, G, 1)
-    scale = rstd.expand(N, G, C // G).reshape(N, C)
-    shift = (-mean * rstd).expand(N, G, C // G).reshape(N, C)
-    if weight is not None:
-        scale, shift = scale * weight, shift * weight
-    if bias is not None:
-        shift = shift + bias
-    shape = (N, C) + (1,) * (input.dim() - 2)
-    return torch.addcmul(shift.view(shape), input, scale.view(shape))
+    rows = input.reshape(N, G, C // G, -1)  # (N, G, C/G, L): a row per (sample, channel)
+    per_row = [None if t is None else t.view(1, G, C // G, 1) for t in (weight, bias)]
+    return _Normalize.apply(rows, (2, 3), *per_row, eps)[0].view(input.shape)
     ### END SOLUTION
 
 

@@ -180,8 +180,9 @@ def attacks(course, server, victim):
         "calls_builtin": (notebook_with(answers(layer_norm=body("layer_norm", """
             return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
             """))), {"layer_norm"}, {"layer_norm"}),
+        # the stubbed cell stubs _Normalize too, which the reference's other norms call
         "edits_test": (notebook_with(answers(batch_norm=STUB), _blank_test),
-                       {"batch_norm"}, set()),
+                       {"batch_norm", "layer_norm", "instance_norm", "group_norm"}, set()),
         "deletes_test": (notebook_with(answers(layer_norm=STUB), _delete_test), {"layer_norm"}, set()),
         # a right answer whose test is gone: the item's grade cell comes back, failing and flagged
         "deletes_test_of_a_right_answer": (notebook_with(answers(), _delete_test),

@@ -474,6 +474,7 @@ GRAD_CASES = {
         x, *make_running(2), w, b, use_input_stats=False), (2, 2, 4)),
     "group_norm": (lambda x, w, b: R.group_norm(x, 2, w, b), (2, 4, 3)),
     "group_norm_5d": (lambda x, w, b: R.group_norm(x, 1, w, b, 1e-3), (2, 2, 2, 2, 2)),
+    "group_norm_per_channel": (lambda x, w, b: R.group_norm(x, 4, w, b), (2, 4, 3)),
 }
 
 
@@ -510,6 +511,89 @@ def test_gradcheck_layer_norm_with_weight_or_bias_alone(affine):
     fn = (lambda x, p: R.layer_norm(x, (2, 4), weight=p)) if affine == "weight" else \
         (lambda x, p: R.layer_norm(x, (2, 4), bias=p))
     assert torch.autograd.gradcheck(fn, (x, param))
+
+
+# The shared autograd Function, called directly: each branch of its backward (a weight and
+# bias per row or per column, either alone, statistics over one dim or several).
+FUNCTION_CASES = {
+    "per_row_both": ((3, 2, 4), (0, 2), (1, 2, 1), "both"),
+    "per_row_weight": ((3, 2, 4), (0, 2), (1, 2, 1), "weight"),
+    "per_row_bias": ((2, 3, 4), (2,), (1, 3, 1), "bias"),
+    "per_row_none": ((2, 2, 2, 3), (2, 3), (1, 2, 2, 1), "none"),
+    "per_sample_and_row": ((2, 2, 2, 3), (2, 3), (2, 2, 2, 1), "both"),
+    "per_column": ((3, 5), (1,), (5,), "both"),
+}
+
+
+@pytest.mark.parametrize("name", list(FUNCTION_CASES))
+def test_gradcheck_normalize_function(name):
+    shape, dims, affine_shape, affine = FUNCTION_CASES[name]
+    x = _leaf(make_input(shape))
+    w, b = (None if t is None else _leaf(t) for t in make_affine(affine_shape, affine))
+    params = [t for t in (w, b) if t is not None]
+
+    def fn(x, *params):
+        it = iter(params)
+        weight, bias = (next(it) if t is not None else None for t in (w, b))
+        return R._Normalize.apply(x, dims, weight, bias, 1e-3)[0]
+    assert torch.autograd.gradcheck(fn, (x, *params))
+
+
+@pytest.mark.parametrize("name", list(FUNCTION_CASES))
+def test_normalize_function_matches_plain_formula(name):
+    shape, dims, affine_shape, affine = FUNCTION_CASES[name]
+    x = make_input(shape)
+    w, b = make_affine(affine_shape, affine)
+    out, mean, var = R._Normalize.apply(x, dims, w, b, 1e-3)
+    m = x.mean(dims, keepdim=True)
+    v = ((x - m) ** 2).mean(dims, keepdim=True)
+    expected = (x - m) / torch.sqrt(v + 1e-3) * (1 if w is None else w) + (0 if b is None else b)
+    close(out, expected, "out")
+    close(mean, m, "mean")
+    close(var, v, "var")
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, w, b: R.batch_norm(x, None, None, w, b, training=True),
+    lambda x, w, b: R.instance_norm(x, weight=w, bias=b),
+    lambda x, w, b: R.group_norm(x, 2, w, b),
+    lambda x, w, b: R.layer_norm(x, x.shape[1:], w.view(-1, 1, 1).expand(x.shape[1:]),
+                                 b.view(-1, 1, 1).expand(x.shape[1:])),
+], ids=["batch_norm", "instance_norm", "group_norm", "layer_norm"])
+def test_training_norms_backpropagate_through_one_node(fn):
+    # the speed of the backward pass rests on this: the closed form, not autograd's chain
+    x = _leaf(make_input((2, 4, 3, 3)))
+    w, b = (_leaf(t) for t in make_affine((4,), "both"))
+    nodes, todo = set(), [fn(x, w, b).grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in nodes:
+            nodes.add(node)
+            todo += [next_node for next_node, _ in node.next_functions]
+    names = [type(node).__name__ for node in nodes]
+    assert names.count("_NormalizeBackward") == 1, names
+    assert not {"MeanBackward1", "LinalgVectorNormBackward0", "SubBackward0"} & set(names), names
+
+
+def test_batch_norm_gradients_match_finite_differences_of_slow_loops():
+    # the training-mode batch_norm's gradients (the Function's backward), without torch autograd
+    # on the oracle's side
+    x, g = make_input((3, 2, 2)), make_input((3, 2, 2), seed=4)
+    w, b = make_affine((2,), "both")
+    xl, wl, bl = _leaf(x), _leaf(w), _leaf(b)
+    got = torch.autograd.grad(R.batch_norm(xl, None, None, wl, bl, True, 0.1, 1e-3), (xl, wl, bl), g)
+    num = S.batch_norm_numerical_grad(x, w, b, g, eps=1e-3)
+    for name, a, e in zip(["grad_input", "grad_weight", "grad_bias"], got, num):
+        torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-7, msg=lambda m: f"{name}: {m}")
+
+
+def test_normalize_function_refuses_double_backward():
+    x = _leaf(make_input((3, 2, 4)))
+    out = R._Normalize.apply(x, (0, 2), None, None, 1e-5)[0]
+    grad_out = torch.randn_like(out, requires_grad=True)
+    (grad,) = torch.autograd.grad(out, x, grad_out, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
 
 
 # ---------------------------------------------------------------- BatchNorm2d vs nn.BatchNorm2d
@@ -939,12 +1023,28 @@ FOUR_D_BATCH_NORM_BACKWARD = textwrap.dedent('''
         return grad_input, grad_weight, grad_bias
 ''')
 
+# eps added to the standard deviation, not to the variance inside the square root
+EPS_OUTSIDE_SQRT_GROUP_NORM = textwrap.dedent('''
+    def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+        N, C = input.shape[:2]
+        rows = input.reshape(N, num_groups, -1)
+        centred = rows - rows.mean(-1, keepdim=True)
+        std = centred.pow(2).mean(-1, keepdim=True).sqrt()
+        out = (centred / (std + eps)).view(input.shape)
+        shape = (1, C) + (1,) * (input.dim() - 2)
+        if weight is not None:
+            out = out * weight.view(shape)
+        if bias is not None:
+            out = out + bias.view(shape)
+        return out
+''')
+
 MISTAKES = [
     Mistake("wrong_axes", {"batch_norm": WRONG_AXES_BATCH_NORM}, {"batch_norm"}, "that is LayerNorm"),
     Mistake("biased_running_var", {"batch_norm": edit("var * n / (n - 1)", "var")}, {"batch_norm"},
             "running_var uses the UNBIASED batch variance"),
     Mistake("four_d_only", {"batch_norm_backward": FOUR_D_BATCH_NORM_BACKWARD}, {"batch_norm_backward"}),
-    Mistake("eps_outside_sqrt", {"group_norm": edit("torch.rsqrt(var + eps)", "1 / (var.sqrt() + eps)")},
+    Mistake("eps_outside_sqrt", {"group_norm": EPS_OUTSIDE_SQRT_GROUP_NORM},
             {"group_norm"}, "you added eps outside the square root"),
     Mistake("calls_builtin",
             {"group_norm": edit("    ### BEGIN SOLUTION\n",
