@@ -12,7 +12,9 @@ Deformable RoI pooling shifts every bin of RoI pooling by an offset
 predicted from the plainly pooled features (Dai et al., 2017).
 
     bilinear_interpolate  sample (N, C, H, W) at fractional points, zero
-                          outside, by gather (deform conv's rule)
+                          outside (deform conv's rule): each point the
+                          weighted sum of its four neighbours' pixel rows
+                          (``_BilinearSample``, with a hand-written backward)
     deform_conv2d         torchvision.ops.deform_conv2d: sample every tap
                           at once, then one matrix product (im2col + matmul)
     DeformConv2d          torchvision's weight and bias plus the offset
@@ -28,6 +30,7 @@ import math
 import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .common import as_pair, check_image, check_kernel_fits, check_positive, check_tensor
@@ -35,6 +38,76 @@ from .roi import _as_rois, _check_input, _check_sampling_ratio, _check_spatial_s
 
 
 # ================================================================ bilinear sampling
+
+class _BilinearSample(torch.autograd.Function):
+    """``bilinear_interpolate``'s rule at points ``y, x`` ``(N, P)`` of ``input`` ``(N, C, H, W)``.
+
+    Returns ``(N, P, C)``: a row of channels per point. The image, padded
+    with a ring of zeros, becomes a table of pixel rows (channels last), and
+    each point the weighted sum of its four neighbours' rows, all points at
+    once by one ``F.embedding_bag`` (a bag of four rows per point, summed
+    with per-row weights). The backward is written by hand: autograd's (of
+    ``embedding_bag``, or of one gather per neighbour) adds the gradient rows
+    back one at a time, or keeps every gathered row, and differentiates every
+    step of the weights. Here, with ``v_j`` neighbour j's row and ``w_j`` its
+    weight, for neighbours (y0, x0), (y0, x0+1), (y0+1, x0), (y0+1, x0+1):
+
+        grad_input[v_j's pixel] += w_j * grad     (one scatter-add per neighbour)
+        s_j = grad . v_j                           (one dot product per neighbour)
+        grad_y = (1-lx) (s_2 - s_0) + lx (s_3 - s_1)
+        grad_x = (1-ly) (s_1 - s_0) + ly (s_3 - s_2)
+    """
+
+    @staticmethod
+    def forward(ctx, input, y, x):
+        ### BEGIN SOLUTION
+        (N, C, H, W), P = input.shape, y.shape[1]
+        y0, x0 = y.floor(), x.floor()
+        ly, lx = y - y0, x - x0
+        # every neighbour of a point that reads anything, -1 <= y0 <= H-1 and
+        # -1 <= x0 <= W-1, lies in the padded image; the others read 0
+        reads = ((y0 >= -1) & (y0 <= H - 1) & (x0 >= -1) & (x0 <= W - 1)).to(y.dtype)
+        wy, wx = torch.stack([1 - ly, ly], 1) * reads.unsqueeze(1), torch.stack([1 - lx, lx], 1)
+        weight = (wy.unsqueeze(2) * wx.unsqueeze(1)).view(N, 4, P)  # wy[a] * wx[b]
+        first = (y0.clamp(-1, H - 1).long() + 1) * (W + 2) + x0.clamp(-1, W - 1).long() + 1
+        step = torch.tensor([0, 1, W + 2, W + 3], device=input.device)  # right, down, both
+        pixel = first.unsqueeze(1) + step.view(1, 4, 1)  # (N, 4, P) in the padded image
+        rows = pixel + torch.arange(N, device=input.device).view(N, 1, 1) * ((H + 2) * (W + 2))
+        table = F.pad(input, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()
+        table = table.view(N * (H + 2) * (W + 2), C)  # a row per pixel
+        out = F.embedding_bag(rows.transpose(1, 2).reshape(-1, 4), table,
+                              per_sample_weights=weight.transpose(1, 2).reshape(-1, 4), mode="sum")
+        ctx.save_for_backward(table, pixel, rows, weight, ly, lx, reads)
+        ctx.input_shape = input.shape
+        return out.view(N, P, C)
+        ### END SOLUTION
+
+    @staticmethod
+    def backward(ctx, grad):
+        ### BEGIN SOLUTION
+        table, pixel, rows, weight, ly, lx, reads = ctx.saved_tensors
+        N, C, H, W = ctx.input_shape
+        P = grad.shape[1]
+        grad_input = grad_y = grad_x = None
+        if ctx.needs_input_grad[0]:
+            # channels first: along each image's pixels a scatter costs less than one of rows
+            plane = grad.transpose(1, 2).contiguous()  # (N, C, P)
+            padded = plane.new_zeros(N, C, (H + 2) * (W + 2))
+            term = torch.empty_like(plane)
+            for j in range(4):
+                torch.mul(plane, weight[:, j:j + 1], out=term)
+                padded.scatter_add_(2, pixel[:, j:j + 1].expand_as(plane), term)
+            grad_input = padded.view(N, C, H + 2, W + 2)[:, :, 1:-1, 1:-1]
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            grad = grad.reshape(-1, C)
+            read = torch.empty_like(grad)
+            s = [torch.index_select(table, 0, rows[:, j].flatten(), out=read).mul_(grad).sum(1)
+                 .view(N, P) for j in range(4)]  # s_j = grad . v_j
+            grad_y = ((1 - lx) * (s[2] - s[0]) + lx * (s[3] - s[1])) * reads
+            grad_x = ((1 - ly) * (s[1] - s[0]) + ly * (s[3] - s[2])) * reads
+        return grad_input, grad_y, grad_x
+        ### END SOLUTION
+
 
 def bilinear_interpolate(input: Tensor, y: Tensor, x: Tensor) -> Tensor:
     """Sample every channel of ``input`` at fractional points, reading 0 outside the image.
@@ -52,10 +125,16 @@ def bilinear_interpolate(input: Tensor, y: Tensor, x: Tensor) -> Tensor:
     value fades linearly to 0: ``(1 + y) f(0, x)`` for integer x. (RoI Align
     instead clamps into the image; see ``deform_roi_pool``.)
 
-    Vectorised: one gather per neighbour for all points, batch and channels;
-    differentiable through autograd w.r.t. ``input``, ``y`` and ``x`` (at an
-    integer y, where the derivative w.r.t. y jumps, it is the one of the cell
-    ``[y, y+1]``, ``floor``'s convention, as in torchvision's backward kernel).
+    Vectorised: the image becomes a table of pixel rows (channels last), and
+    every point, of the whole batch at once, the weighted sum of its four
+    neighbours' rows (``_BilinearSample``). Differentiable w.r.t. ``input``,
+    ``y`` and ``x``, by a backward written by hand: one scatter-add per
+    neighbour into the image's gradient, and the closed-form derivatives
+    w.r.t. y and x (at an integer y, where the derivative w.r.t. y jumps, it
+    is the one of the cell ``[y, y+1]``, ``floor``'s convention, as in
+    torchvision's backward kernel). The result is a view of the ``(N, *S,
+    C)`` tensor of rows (any memory layout would be right; this one spares
+    ``deform_conv2d`` a copy).
 
     Args:
         input: ``(N, C, H, W)``, floating point.
@@ -79,18 +158,9 @@ def bilinear_interpolate(input: Tensor, y: Tensor, x: Tensor) -> Tensor:
     ### BEGIN SOLUTION
     N, C, H, W = input.shape
     S = y.shape[1:]
-    y, x = y.reshape(N, math.prod(S)), x.reshape(N, math.prod(S))
-    y0, x0 = y.floor(), x.floor()
-    ly, lx = y - y0, x - x0  # floor carries no gradient: d/dy flows through ly
-    flat = input.reshape(N, C, H * W)
-    out = input.new_zeros(N, C, y.shape[1])
-    for yy, xx, w in [(y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
-                      (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)]:
-        inside = (yy >= 0) & (yy <= H - 1) & (xx >= 0) & (xx <= W - 1)
-        index = yy.clamp(0, H - 1).long() * W + xx.clamp(0, W - 1).long()  # (N, P)
-        value = flat.gather(2, index.unsqueeze(1).expand(N, C, -1))  # (N, C, P)
-        out.addcmul_(value, (w * inside).unsqueeze(1))  # out += value * w, in one pass
-    return out.reshape(N, C, *S)
+    P = math.prod(S)
+    out = _BilinearSample.apply(input, y.reshape(N, P), x.reshape(N, P))  # (N, P, C)
+    return out.view(N, *S, C).movedim(-1, 1)  # channels last in memory
     ### END SOLUTION
 
 
@@ -114,10 +184,14 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias=None, stri
     zero offsets and no mask this is ``F.conv2d``.
 
     Vectorised: all taps of all positions of the batch are sampled by one
-    ``bilinear_interpolate`` into an im2col matrix ``(N, C_in*KH*KW, H_out*W_out)``
-    followed by one (batched over weight groups) matrix product; forward and
-    backward through autograd. Unlike torchvision's kernel, any batch size works
-    in one piece (no blocks of 32 images).
+    ``bilinear_interpolate`` into an im2col matrix, channels last: a row per
+    output pixel, a column per tap and input channel, ``(N*H_out*W_out,
+    KH*KW*C_in)``, the order in which the sampler writes its memory; then one
+    (batched over weight groups) matrix product with the weight reordered to
+    match. The backward is autograd's, except for the sampler's own
+    (``_BilinearSample``). With one weight group the result is channels last
+    in memory, as the product leaves it. Unlike torchvision's kernel, any
+    batch size works in one piece (no blocks of 32 images).
 
     Args:
         input: ``(N, C_in, H, W)``, floating point.
@@ -182,17 +256,24 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias=None, stri
     arange = lambda n, step: step * torch.arange(  # noqa: E731
         n, dtype=input.dtype, device=input.device)
     ky, kx = torch.meshgrid(arange(KH, dH), arange(KW, dW), indexing="ij")
-    base_y = ky.reshape(K, 1, 1) + (arange(H_out, sH) - pH).view(1, H_out, 1)  # (K, H_out, 1)
-    base_x = kx.reshape(K, 1, 1) + (arange(W_out, sW) - pW).view(1, 1, W_out)  # (K, 1, W_out)
-    off = offset.reshape(N, G, K, 2, H_out, W_out)
-    y = (base_y + off[:, :, :, 0]).reshape(N * G, K, H_out, W_out)
-    x = (base_x + off[:, :, :, 1]).reshape(N * G, K, H_out, W_out)
+    # the regular grid, (H_out, W_out, K): output pixel (i, j), tap k
+    base_y = (arange(H_out, sH) - pH).view(H_out, 1, 1) + ky.reshape(1, 1, K)
+    base_x = (arange(W_out, sW) - pW).view(1, W_out, 1) + kx.reshape(1, 1, K)
+    off = offset.reshape(N, G, K, 2, H_out, W_out).permute(0, 1, 4, 5, 2, 3)  # (N, G, Ho, Wo, K, 2)
+    y = (base_y + off[..., 0]).reshape(N * G, H_out, W_out, K)
+    x = (base_x + off[..., 1]).reshape(N * G, H_out, W_out, K)
     # every offset group samples its own block of channels at its own points
-    cols = bilinear_interpolate(input.reshape(N * G, C // G, H, W), y, x)  # (N*G, C/G, K, Ho, Wo)
+    cols = bilinear_interpolate(input.reshape(N * G, C // G, H, W), y, x)  # (N*G, C/G, Ho, Wo, K)
+    cols = cols.movedim(1, -1).reshape(N, G, L, K, C // G)  # a view: the sampler's memory order
     if mask is not None:
-        cols = cols * mask.reshape(N * G, 1, K, H_out, W_out)
-    cols = cols.reshape(N, groups, C_per_group * K, L)  # rows (c, kh, kw), as weight's
-    out = weight.reshape(groups, C_out // groups, C_per_group * K) @ cols
+        cols = cols * mask.reshape(N, G, K, L).transpose(2, 3).unsqueeze(-1)
+    # im2col with a row per output pixel (n, i, j) and a column per (k, c), the order of the
+    # sampler's memory; the weight's (c, kh, kw) reordered to match
+    cols = cols.permute(0, 2, 3, 1, 4).reshape(N * L, K, groups, C_per_group)
+    cols = cols.permute(2, 0, 1, 3).reshape(groups, N * L, K * C_per_group)
+    w = weight.reshape(groups, C_out // groups, C_per_group, K).permute(0, 3, 2, 1)
+    out = cols @ w.reshape(groups, K * C_per_group, C_out // groups)  # (groups, N*L, C_out/groups)
+    out = out.view(groups, N, H_out, W_out, C_out // groups).permute(1, 0, 4, 2, 3)
     out = out.reshape(N, C_out, H_out, W_out)
     if bias is not None:
         out = out + bias.view(1, C_out, 1, 1)

@@ -131,6 +131,28 @@ def test_bilinear_gradients_match_torchvision_and_gradcheck():
     assert torch.autograd.gradcheck(D.bilinear_interpolate, leaves)
 
 
+def test_bilinear_hand_written_backward_covers_every_branch():
+    # points inside, in each border band, beyond it (they read 0) on every side; gradients
+    # w.r.t. the image alone, the points alone, and all three (the backward skips the others)
+    H, W = 3, 4
+    image = rand(2, 2, H, W, seed=14)
+    ys = torch.tensor([0.3, -0.6, H - 0.7, -1.8, H + 0.4, 1.5, 2.2, -0.2], dtype=DT)
+    xs = torch.tensor([1.4, 2.5, 0.6, 1.1, 2.3, -0.7, W - 0.4, W + 1.3], dtype=DT)
+    points = ys.repeat(2, 1), xs.flip(0).repeat(2, 1)
+    for wrt in [(True, True, True), (True, False, False), (False, True, True)]:
+        leaves = [t.clone().requires_grad_(r) for t, r in zip((image, *points), wrt)]
+        assert torch.autograd.gradcheck(D.bilinear_interpolate, leaves), wrt
+
+
+def test_deform_conv2d_empty_batch_backward():
+    x, offset, w, b, mask, kw = loop_inputs(LOOP_CASES[-1])
+    leaves = [t.requires_grad_() for t in (x, offset, w, b, mask)]
+    out = D.deform_conv2d(*leaves[:4], mask=leaves[4], **kw)
+    grads = torch.autograd.grad(out.sum(), leaves)
+    assert [g.shape for g in grads] == [t.shape for t in leaves]
+    assert not grads[2].any() and not grads[3].any()
+
+
 def test_bilinear_rejects_bad_arguments():
     x = torch.zeros(2, 3, 4, 4)
     with pytest.raises(ValueError, match="y and x must have the same shape"):
@@ -411,7 +433,8 @@ def test_deform_conv2d_op_count_does_not_grow_with_batch_taps_or_image():
 
     counts = [count(*c) for c in [(1, 3, 1, 1, 1), (40, 4, 3, 1, 1), (2, 20, 3, 1, 1),
                                   (1, 6, 5, 1, 1), (3, 7, 3, 4, 4), (5, 9, 5, 2, 2)]]
-    assert max(counts) - min(counts) <= 8 and max(counts) < 300, counts  # reshape: view or copy
+    # a reshape is a view or a copy (2 ops) depending on the shapes, groups and kernel
+    assert max(counts) - min(counts) <= 16 and max(counts) < 300, counts
 
 
 def test_bilinear_op_count_does_not_grow_with_points():
@@ -422,7 +445,7 @@ def test_bilinear_op_count_does_not_grow_with_points():
         return len(recorder.ops)
 
     counts = [count(*c) for c in [(1, 1, 2), (16, 500, 30), (3, 7, 5)]]
-    assert len(set(counts)) == 1, counts
+    assert max(counts) - min(counts) <= 4, counts  # two reshapes: a view, or a copy (2 ops)
 
 
 # ================================================================ deform_conv2d errors
@@ -1010,8 +1033,8 @@ GRID_SAMPLE_BILINEAR = """\
 
 MISTAKES = [
     Mistake("dy_dx_swapped",
-            {"deform_conv2d": edit("y = (base_y + off[:, :, :, 0])", "y = (base_y + off[:, :, :, 1])",
-                                   "x = (base_x + off[:, :, :, 1])", "x = (base_x + off[:, :, :, 0])")},
+            {"deform_conv2d": edit("y = (base_y + off[..., 0])", "y = (base_y + off[..., 1])",
+                                   "x = (base_x + off[..., 1])", "x = (base_x + off[..., 0])")},
             {"deform_conv2d"}, "you swapped dy and dx"),
     Mistake("mask_sigmoid_twice",
             {"deform_conv2d": edit("cols * mask.reshape(", "cols * mask.sigmoid().reshape(")},
