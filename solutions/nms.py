@@ -99,7 +99,7 @@ def _check_weights(weights, name: str) -> tuple:
 
 def _upcast(t: Tensor) -> Tensor:
     """float16/bfloat16 to float32 (torchvision's ``_upcast``, against overflow)."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def box_area(boxes: Tensor) -> Tensor:

@@ -16,13 +16,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.helpers import ROOT, chapter_of, hidden_lines, reference, released, submission
+from tests.helpers import CHAPTERS, ROOT, hidden_lines, reference, released, submission
 
 pytestmark = pytest.mark.xdist_group("grading")
 
 # Right wherever it is called, except from a line of a hidden-test block: only a hidden
 # check fails, so its traceback would print hidden lines around the failing one.
-A = chapter_of("box_iou")
+A = next(chapter for chapter in CHAPTERS if "box_iou" in chapter.items)  # the first to grade it
 WRONG_ONLY_UNDER_HIDDEN_TESTS = reference(A.name, "box_iou").replace("def box_iou(", "def _box_iou(") + '''
 
 import linecache, sys
