@@ -57,7 +57,8 @@ class Kind(Enum):
 @dataclass(frozen=True)
 class Outcome:
     """What became of one submission. Only a graded one has a score: ``untouched`` when
-    no answer cell changed, ``flags`` where its two checks disagree, ``feedback`` False
+    no answer cell changed, ``flags`` where its two checks disagree or an answer reaches into
+    the interpreter (``verdict.reaches_in``), ``feedback`` False
     when its page could not be made. Any other kind has ``detail``, one line saying why.
     ``seconds``: wall time of each phase of its grading (``PHASES``)."""
     kind: Kind
@@ -219,9 +220,11 @@ def _grade(job: Job) -> Outcome:
         target = job.feedback_dir / job.student / f"{job.assignment}.html"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(html, target)
-    return Outcome(Kind.GRADED,
-                   untouched=_answers(job.notebook).items() <= _answers(release).items(),
-                   flags=tuple(verdict.flags(nbformat.read(autograded, as_version=4))),
+    answers = _answers(job.notebook)
+    hooks = [f"{item} reaches into the interpreter ({', '.join(names)}): read it"
+             for item, source in answers.items() if (names := verdict.reaches_in(source))]
+    return Outcome(Kind.GRADED, untouched=answers.items() <= _answers(release).items(),
+                   flags=tuple(verdict.flags(nbformat.read(autograded, as_version=4)) + hooks),
                    feedback=made, seconds=dict(_seconds))
 
 

@@ -7,6 +7,7 @@ checks disagree, writes an error output into the item's grade cell
 then scores the cell from its outputs, the feedback shows them, and ``flags``
 reads them back for the CSV: the three agree by construction.
 """
+import ast
 import os
 
 import nbformat
@@ -22,6 +23,47 @@ from . import verify
 FRESH_FAILED = "FreshInputCheckFailed"
 FRESH_PASSED = "FreshInputCheckPassed"
 VERDICTS = (FRESH_FAILED, FRESH_PASSED)
+
+
+# What an answer has no business touching: the interpreter's hooks and frames, raw memory and
+# torch's registration machinery. Naming them proves nothing, but it is how a notebook's guard
+# is switched off, so the CSV asks for a look.
+HOOK_MODULES = ("ctypes", "gc", "torch._C", "torch.library", "torch.utils._python_dispatch")
+HOOK_NAMES = frozenset({"setprofile", "settrace", "_getframe", "currentframe", "f_back",
+                        "f_globals", "f_locals", "f_builtins", "tb_frame", "gi_frame"})
+
+
+def _dotted(node) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def reaches_in(source: str) -> list[str]:
+    """What of ``HOOK_MODULES`` and ``HOOK_NAMES`` the code ``source`` names: imported,
+    dotted, or as a string (``getattr(sys, "settrace")``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # the notebook's own run fails it
+        return []
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Attribute):
+            names.add(_dotted(node))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    found = {module for name in names for module in HOOK_MODULES
+             if name == module or name.startswith(module + ".")}
+    return sorted(found | {name.rpartition(".")[2] for name in names} & HOOK_NAMES)
 
 
 def one_line(text: str) -> str:

@@ -181,6 +181,12 @@ def attacks(course, server, victim):
             return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
             """))), {"layer_norm"}, {"layer_norm"}),
         # the stubbed cell stubs _Normalize too, which the reference's other norms call
+        # passes both runs (neither sees the op once the guard is off), and is flagged for reading
+        "switches_off_the_guard": (notebook_with(answers(layer_norm=body("layer_norm", """
+            import sys
+            sys.setprofile(None)
+            return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
+            """))), set(), {"layer_norm"}),
         "edits_test": (notebook_with(answers(batch_norm=STUB), _blank_test),
                        {"batch_norm", "layer_norm", "instance_norm", "group_norm"}, set()),
         "deletes_test": (notebook_with(answers(layer_norm=STUB), _delete_test), {"layer_norm"}, set()),
@@ -273,7 +279,7 @@ def graded(tmp_path_factory):
 STUDENTS = ["honest", "patches_comparisons", "input_transformer", "imports_solutions",
             "reads_course_files", "rewrites_gradebook", "writes_outside", "plants_symlinks",
             "opens_network",
-            "calls_builtin", "edits_test", "deletes_test", "deletes_test_of_a_right_answer",
+            "calls_builtin", "switches_off_the_guard", "edits_test", "deletes_test", "deletes_test_of_a_right_answer",
             "forges_a_flag", "reorders_tests", "infinite_loop",
             "swallows_interrupt", "exits", "memory_bomb", "fork_bomb", "floods_output",
             "scripts_feedback", "warns_but_correct"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import sandbox, verify
+from autograder import course, sandbox, verdict, verify
 from autograder.worker import _flatten
 from tests.helpers import CHAPTERS, ROOT, released, submission
 
@@ -180,6 +180,26 @@ def test_a_child_cannot_reach_into_the_fork_server():
     finally:
         worker.close()
     assert _worker_sees("") == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("source, named", [
+    ("import sys\nsys.setprofile(None)", ["setprofile"]),
+    ("x = getattr(sys, 'settrace')", ["settrace"]),
+    ("caller = sys._getframe(1).f_back", ["_getframe", "f_back"]),
+    ("from torch import _C", ["torch._C"]),
+    ("lib = torch.library.Library('aten', 'IMPL')", ["torch.library"]),
+    ("import ctypes, gc", ["ctypes", "gc"]),
+    ("def f(x):\n    print(x, file=sys.stderr)\n    return torch.nn.functional.relu(x)", []),
+])
+def test_answers_that_reach_into_the_interpreter_are_named(source, named):
+    assert verdict.reaches_in(source) == named
+
+
+def test_no_reference_answer_reaches_into_the_interpreter():
+    for chapter in CHAPTERS:
+        cells = course.answered(chapter.name, {}).cells
+        assert not [c.source for c in cells if c.metadata.get("nbgrader", {}).get("solution")
+                    and verdict.reaches_in(c.source)], chapter.name
 
 
 def test_compare_names_what_differs():
