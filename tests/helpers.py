@@ -217,6 +217,15 @@ class OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def printed_ratio(ratio: float, a_ms: float, b_ms: float) -> bool:
+    """Whether a benchmark row's ``ratio`` is ``a_ms / b_ms`` as far as printing allows: times
+    to 3 decimals (a ratio of sub-millisecond times moves with the last digit), the ratio to 3
+    significant digits."""
+    low = (a_ms - 5e-4) / (b_ms + 5e-4)
+    high = (a_ms + 5e-4) / max(b_ms - 5e-4, 1e-9)
+    return 0.99 * low <= ratio <= 1.01 * high
+
+
 def quick_rows(script: str) -> tuple[dict, str]:
     """``({(row, pass): (ms_a, ms_b, ratio, rel_diff)}, stdout)`` of ``script --quick``:
     the benchmarks' smoke tests."""
