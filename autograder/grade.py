@@ -246,8 +246,8 @@ def _sha(*parts: bytes) -> str:
 
 # The code that turns a submission into its grades (the rest of autograder/ chooses which
 # notebook to grade, writes the CSV and the feedback, or builds what the source notebook holds).
-GRADING_CODE = [HERE / name for name in ("grade.py", "sandbox.py", "verdict.py", "verify.py",
-                                         "worker.py", "nbgrader_config.py")]
+GRADING_CODE = [HERE / name for name in ("grade.py", "sandbox.py", "forkserver.py", "verdict.py",
+                                         "verify.py", "worker.py", "nbgrader_config.py")]
 
 
 def _grader_sha(course_dir: Path, assignment: str, sandboxed: bool) -> str:
