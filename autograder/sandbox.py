@@ -72,8 +72,7 @@ def _dirs_above(paths) -> list[Path]:
 
 
 def command(argv: list[str], *, uid: int, cwd: Path, writable: dict | None = None,
-            readonly: list[Path] = (), limits: Limits = Limits(),
-            env: dict | None = None) -> list[str]:
+            readonly: list[Path] = (), limits: Limits = Limits()) -> list[str]:
     """The bwrap command line that runs ``argv`` in a sandbox as ``uid``.
 
     ``writable`` maps folders of the host to the paths the sandbox sees them at;
@@ -110,7 +109,7 @@ def command(argv: list[str], *, uid: int, cwd: Path, writable: dict | None = Non
     bwrap += ["--chdir", str(Path(cwd).resolve()), "--clearenv"]
     environment = {"HOME": "/tmp", "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin",
                    "LANG": "C.UTF-8", "MPLCONFIGDIR": "/tmp", "OMP_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+                   "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     for key, value in environment.items():
         bwrap += ["--setenv", key, value]
     prlimit = ["prlimit", f"--as={limits.memory}", f"--cpu={limits.cpu_seconds}",
@@ -174,17 +173,18 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-I", str(self.spool / "code" / "forkserver.py"),
                 "1" if sandboxed else "0", str(theirs.fileno()), str(self.spool)]
-        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         if sandboxed:
             give(self.spool / "rw", uid)
             argv = command(argv, uid=uid, cwd=self.spool / "rw", limits=limits,
                            readonly=[self.spool / "code", self.spool / "ro"],
                            writable={self.spool / "rw": self.spool / "rw"})
-            env = None
+        # one thread per fork, as in a sandbox (whose environment command() sets): forking
+        # a process that runs other threads is unsafe
         self.process = subprocess.Popen(argv, pass_fds=[theirs.fileno()], start_new_session=True,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL,
-                                        env=env and {**os.environ, **env})
+                                        env={**os.environ, "OMP_NUM_THREADS": "1",
+                                             "MKL_NUM_THREADS": "1"})
         theirs.close()
         self.sock, self.lock = ours, threading.Lock()
         try:

@@ -111,7 +111,7 @@ class Worker:
     """
 
     def __init__(self, cells: list[str], *, uid: int, sandboxed: bool, timeout: float):
-        self.timeout, self.inbox, self.outbox = timeout, None, None
+        self.timeout = timeout
         requests, self.requests = os.pipe()
         self.replies, replies = os.pipe()
         try:
