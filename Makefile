@@ -54,8 +54,10 @@ test: system-test $(BIN)/.installed
 release: $(BIN)/.installed
 	$(BIN)/python -m autograder build
 
+# DB: the gradebook's SQLAlchemy URL (default: SQLite in COURSE); WORKERS: submissions at once
 grade: system-grade $(BIN)/.installed
-	$(BIN)/python -m autograder grade $(SUBMISSIONS) --out $(OUT) --course-dir $(COURSE)
+	$(BIN)/python -m autograder grade $(SUBMISSIONS) --out $(OUT) --course-dir $(COURSE) \
+	  $(if $(DB),--db $(DB)) $(if $(WORKERS),--workers $(WORKERS))
 
 clean:
 	rm -rf _build

@@ -6,7 +6,7 @@ from pathlib import Path
 from . import course
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build", help="regenerate autograder/source/ and exercises/")
@@ -28,10 +28,18 @@ def main(argv=None) -> int:
                        help="submissions graded at once (default: one per core)")
     grade.add_argument("--timeout", type=int, default=None,
                        help="seconds a cell or a verification probe may run (default: 120 / 60)")
+    grade.add_argument("--lease", type=float, default=30.0,
+                       help="seconds a grader's claim on a submission lasts unrenewed: graders "
+                            "sharing one gradebook take over a dead one's work after this "
+                            "(default: 30)")
     grade.add_argument("--unsafe-no-sandbox", dest="sandboxed", action="store_false",
                        help="run submissions without bubblewrap: they can then read the hidden "
                             "tests and rewrite the gradebook. Only for code you trust.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
 
     if args.command == "build":
         for path in course.build():
@@ -47,7 +55,7 @@ def main(argv=None) -> int:
     from .intake import SubmissionsError
     try:
         rows = grade_submissions(args.submissions, args.out, args.course_dir, args.db_url,
-                                 args.workers, args.sandboxed, args.timeout)
+                                 args.workers, args.sandboxed, args.timeout, args.lease)
     except (SubmissionsError, GradingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

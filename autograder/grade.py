@@ -12,13 +12,13 @@ of nbgrader's autograde: its notebook runs in a sandboxed kernel
 fresh inputs (``autograder/verdict.py``), which writes any disagreement into the
 item's grade cell. An item counts only when both pass it; the status lists the
 disagreements, read from the graded notebook. Workers grade submissions in
-parallel into one gradebook. A ledger beside the gradebook records what was
-graded from which file, so a re-run (after a crash, or with late submissions)
-grades only what changed.
+parallel into one gradebook. The ledger, a table in the gradebook's database
+(``autograder/ledger.py``), records what was graded from which file, so a
+re-run (after a crash, or with late submissions) grades only what changed, and
+several graders, on several hosts, share one class by claiming its work there.
 """
 import csv
 import hashlib
-import json
 import multiprocessing
 import os
 import re
@@ -26,7 +26,8 @@ import shutil
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -37,6 +38,7 @@ from sqlalchemy.exc import SAWarning
 
 from . import chapters, course, sandbox, verdict
 from .intake import collect, identities, unpack
+from .ledger import Ledger
 
 FIELDS = ["student_id", "assignment", "score", "max_score", "status", "notebook", "notebooks_found"]
 HERE = Path(__file__).resolve().parent
@@ -260,31 +262,6 @@ def _grader_sha(course_dir: Path, assignment: str, sandboxed: bool) -> str:
     return _sha(str(sandboxed).encode(), *(f.read_bytes() for f in files))
 
 
-class Ledger:
-    """What was graded, from which file, by which grader: ``ledger.json`` in the course."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.entries = json.loads(path.read_text()) if path.is_file() else {}
-
-    def forget(self, keys: list[str]) -> None:
-        if any(self.entries.pop(key, None) for key in keys):
-            self._write()
-
-    def current(self, key: str, record: dict) -> dict | None:
-        entry = self.entries.get(key)
-        return entry if entry and all(entry.get(k) == v for k, v in record.items()) else None
-
-    def record(self, key: str, entry: dict) -> None:
-        self.entries[key] = entry
-        self._write()
-
-    def _write(self) -> None:
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
-        os.replace(partial, self.path)  # a crash leaves the old ledger or the new one
-
-
 def _in_gradebook(db_url: str) -> tuple[set[tuple[str, str]], set[str]]:
     """(student, assignment) of every submission the gradebook holds, and every student."""
     with Gradebook(db_url) as gradebook:
@@ -305,12 +282,12 @@ def _release(course_dir: Path, assignments: set, db_url: str) -> None:
             course.release(course_dir, assignment, db_url)
 
 
-def _forget(course_dir: Path, db_url: str, feedback_dir: Path, ledger: Ledger,
+def _forget(course_dir: Path, db_url: str, feedback_dir: Path,
             ungraded: list[tuple[str, str]], new_students: set[str]) -> None:
     """Drop everything kept of each (student, assignment) whose latest attempt was not
     graded (an earlier attempt's score must not outlive the CSV's 0): its gradebook
-    entry, course folders, ledger entry and feedback; and a student this run added to
-    the gradebook who is left with no submission."""
+    entry, course folders and feedback; and a student this run added to the gradebook
+    who is left with no submission."""
     with Gradebook(db_url) as gradebook:
         for student, assignment in ungraded:
             try:
@@ -330,7 +307,6 @@ def _forget(course_dir: Path, db_url: str, feedback_dir: Path, ledger: Ledger,
             _remove_if_empty(folder.parent)
         (feedback_dir / student / f"{assignment}.html").unlink(missing_ok=True)
         _remove_if_empty(feedback_dir / student)
-    ledger.forget([f"{student}/{assignment}" for student, assignment in ungraded])
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -359,69 +335,74 @@ def _scores(db_url: str, graded: list[tuple]) -> list[tuple[float, float]]:
 
 def grade(submissions: Path, out: Path, course_dir: Path = course.HERE,
           db_url: str | None = None, workers: int | None = None, sandboxed: bool = True,
-          timeout: int | None = None) -> list[dict]:
+          timeout: int | None = None, lease: float = 30.0) -> list[dict]:
     """Grade every submission under ``submissions``; write ``out`` and feedback/ beside it.
 
     ``workers`` processes grade concurrently (default: one per core).
     ``sandboxed=False`` runs submissions unconfined: only for code you trust.
     ``timeout`` overrides the seconds a notebook cell (and a verification probe) may take.
+    Any number of graders may grade one class into one gradebook at once (on PostgreSQL,
+    from any hosts): each claims work from the ledger, and a claim not renewed for
+    ``lease`` seconds (its grader died) is taken over. Each writes the whole class's CSV.
     """
     with warnings.catch_warnings():
         _quiet_gradebook()
-        return _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeout)
+        return _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeout,
+                            lease)
 
 
-def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeout) -> list[dict]:
+def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeout,
+                 lease) -> list[dict]:
     if sandboxed and (reason := sandbox.unavailable()):
         raise GradingError(f"cannot sandbox submissions: {reason}")
     course_dir, out = Path(course_dir).resolve(), Path(out).resolve()
     db_url = db_url or f"sqlite:///{course_dir / 'gradebook.db'}"
     course.use_this_environment()  # before any gradebook
     feedback_dir = out.parent / "feedback"
-    ledger = Ledger(course_dir / "ledger.json")
+    course_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(db_url, lease)
     with tempfile.TemporaryDirectory() as tmp:
         released = {chapter.name: chapter.exercise for chapter in chapters.CHAPTERS}
         found = collect(unpack(Path(submissions), Path(tmp)), identities(released))
-        course_dir.mkdir(parents=True, exist_ok=True)
-        _release(course_dir, {s.assignment for s in found}, db_url)
-        graders = {a: _grader_sha(course_dir, a, sandboxed) for a in {s.assignment for s in found}}
         outcomes, jobs = {}, {}
-        in_gradebook, students_before = _in_gradebook(db_url)
-        for s in found:
-            key = f"{s.student}/{s.assignment}"
-            if s.notebook is None:
-                detail = f"no notebook for {s.assignment} in {s.student}/"
-                if s.unmatched:
-                    detail += ("; notebooks that match no assignment: " + ", ".join(s.unmatched[:5])
-                               + (f" and {len(s.unmatched) - 5} more" if len(s.unmatched) > 5 else ""))
-                outcomes[key] = Outcome(Kind.MISSING, detail)
-                continue
-            record = dict(db=db_url, grader=graders[s.assignment],
-                          notebook=_sha(s.notebook.read_bytes()))
-            entry = ledger.current(key, record)
-            if entry and (s.student, s.assignment) in in_gradebook:
-                outcomes[key] = Outcome.from_json(entry["outcome"])
-            elif problem := _read_notebook(s.notebook):
-                outcomes[key] = Outcome(Kind.CORRUPT, problem)
-            else:
-                jobs[key] = (Job(s.student, s.assignment, s.notebook, course_dir, db_url,
-                                 feedback_dir, sandboxed, timeout), record)
-        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            futures = {pool.submit(_grade_safely, job): key for key, (job, _) in jobs.items()}
-            for future in as_completed(futures):
-                key = futures[future]
-                try:
-                    outcomes[key] = future.result()
-                except Exception as error:  # a worker process died: the rest goes on
-                    outcomes[key] = Outcome(Kind.GRADER_ERROR, f"{type(error).__name__}: {error}")
-                if outcomes[key].graded:
-                    ledger.record(key, dict(jobs[key][1], outcome=outcomes[key].to_json()))
+        with ledger.locked():
+            _release(course_dir, {s.assignment for s in found}, db_url)
+            graders = {a: _grader_sha(course_dir, a, sandboxed) for a in {s.assignment for s in found}}
+            in_gradebook, students_before = _in_gradebook(db_url)
+            work = {}
+            for s in found:
+                key = f"{s.student}/{s.assignment}"
+                if s.notebook is None:
+                    detail = f"no notebook for {s.assignment} in {s.student}/"
+                    if s.unmatched:
+                        detail += ("; notebooks that match no assignment: " + ", ".join(s.unmatched[:5])
+                                   + (f" and {len(s.unmatched) - 5} more" if len(s.unmatched) > 5 else ""))
+                    outcomes[key] = Outcome(Kind.MISSING, detail)
+                elif problem := _read_notebook(s.notebook):
+                    outcomes[key] = Outcome(Kind.CORRUPT, problem)
+                else:
+                    jobs[key] = Job(s.student, s.assignment, s.notebook, course_dir, db_url,
+                                    feedback_dir, sandboxed, timeout)
+                    work[key] = (graders[s.assignment], _sha(s.notebook.read_bytes()))
+            ledger.enqueue(work, {f"{student}/{assignment}" for student, assignment in in_gradebook})
+            ledger.forget(list(outcomes))
+            with Gradebook(db_url) as gradebook:  # graders grading one student's assignments
+                for student in {job.student for job in jobs.values()} - students_before:
+                    gradebook.update_or_create_student(student)  # at once would both add them
+        try:
+            _grade_claimed(ledger, jobs, workers)
+        finally:
+            ledger.release()
+        recorded = ledger.outcomes(list(jobs))
+        outcomes.update({key: Outcome.from_json(recorded[key]) if key in recorded else
+                         Outcome(Kind.GRADER_ERROR, "another grader dropped it from the ledger")
+                         for key in jobs})
     graded = [(s, outcomes[f"{s.student}/{s.assignment}"]) for s in found]
-    _forget(course_dir, db_url, feedback_dir, ledger,
-            [(s.student, s.assignment) for s, outcome in graded if not outcome.graded],
-            {s.student for s in found} - students_before)
+    with ledger.locked():
+        _forget(course_dir, db_url, feedback_dir,
+                [(s.student, s.assignment) for s, outcome in graded if not outcome.graded],
+                {s.student for s in found} - students_before)
+    ledger.close()
     if any(outcome.graded for _, outcome in graded):
         course.copy_mathjax(out.parent)
     rows = [dict(student_id=s.student, assignment=s.assignment, score=round(score, 2),
@@ -429,8 +410,45 @@ def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeo
                  notebooks_found=s.notebooks_found)
             for (s, outcome), (score, max_score) in zip(graded, _scores(db_url, graded))]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as handle:
+    partial = out.with_suffix(".partial")
+    with open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(partial, out)  # graders writing one CSV at once each leave a whole one
     return rows
+
+
+def _grade_claimed(ledger: Ledger, jobs: dict[str, Job], workers: int | None) -> None:
+    """Grade what this grader claims of ``jobs`` until none is left waiting in the ledger:
+    up to ``workers`` at a time, renewing the claims while they run, then waiting for the
+    other graders' (and taking over any whose lease expires)."""
+    keys = list(jobs)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+    running = {}
+    try:
+        while True:
+            while len(running) < workers and (key := ledger.claim(keys)):
+                running[pool.submit(_grade_safely, jobs[key])] = key
+            if not running:
+                if not ledger.waiting(keys):
+                    return
+                time.sleep(min(2.0, ledger.lease / 3))  # the rest is claimed by other graders
+                continue
+            finished, _ = wait(running, timeout=ledger.lease / 3, return_when=FIRST_COMPLETED)
+            for future in finished:
+                key = running.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as error:  # a worker process died: the rest goes on
+                    outcome = Outcome(Kind.GRADER_ERROR, f"{type(error).__name__}: {error}")
+                    if isinstance(error, BrokenProcessPool) and not running:
+                        pool.shutdown(wait=False)
+                        pool = ProcessPoolExecutor(workers, mp_context=context,
+                                                   initializer=_init_worker)
+                ledger.finish(key, outcome.to_json(), outcome.graded)
+            ledger.renew(list(running.values()))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -16,7 +16,6 @@ the baseline and is timed for the course grader. The ratio is from this one
 run, and the two graders' scores are compared submission by submission.
 """
 import argparse
-import json
 import os
 import random
 import shutil
@@ -31,6 +30,7 @@ from nbgrader.api import Gradebook
 
 from autograder import chapters, course
 from autograder.grade import PHASES, grade
+from autograder.ledger import Ledger
 
 
 def synthetic(assignment: str, rng: random.Random) -> nbformat.NotebookNode:
@@ -85,9 +85,9 @@ def main() -> None:
         rows = grade(tmp / "class", tmp / "out" / "grades.csv", course_dir=tmp / "course",
                      workers=args.workers)
         ours = time.perf_counter() - t0
-        ledger = json.loads((tmp / "course" / "ledger.json").read_text())
-        phases = {phase: sum(entry["outcome"]["seconds"].get(phase, 0.0)
-                             for entry in ledger.values()) for phase in PHASES}
+        ledger = Ledger(f"sqlite:///{tmp / 'course' / 'gradebook.db'}").outcomes()
+        phases = {phase: sum(outcome["seconds"].get(phase, 0.0) for outcome in ledger.values())
+                  for phase in PHASES}
     print(f"{'grader':<40} {'seconds':>9} {'notebooks/min':>14}")
     print(f"{'nbgrader autograde, sequential':<40} {baseline['seconds']:9.1f} "
           f"{60 * n / baseline['seconds']:14.1f}")

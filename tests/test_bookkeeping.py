@@ -1,5 +1,6 @@
 """Grading bookkeeping: refusing to run unsandboxed, resuming after a crash,
-re-grading only what changed, parallel workers, on SQLite and on PostgreSQL.
+re-grading only what changed, parallel workers, on SQLite and on PostgreSQL;
+several graders sharing one class through the ledger in PostgreSQL.
 
 PostgreSQL: the server at $DLBB_POSTGRES_URL (default: the local one `make test`
 starts, tools/system.sh). A missing server fails those tests.
@@ -7,6 +8,7 @@ starts, tools/system.sh). A missing server fails those tests.
 import csv
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,9 +18,12 @@ import uuid
 import nbformat
 import pytest
 import sqlalchemy as sa
+import yaml
 from nbgrader.api import Gradebook
 
 from autograder import grade as grading, sandbox
+from autograder.__main__ import parser
+from autograder.ledger import TABLE
 from tests.helpers import ROOT, chapter_of, mistakes, points_per_item, submission, total
 
 pytestmark = pytest.mark.xdist_group("bookkeeping")
@@ -47,11 +52,9 @@ def test_command_line_refusal_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gradebook.db'}"
-        return
+@pytest.fixture
+def postgres():
+    """A fresh, empty PostgreSQL database's URL, dropped afterwards."""
     server = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     try:
         with server.connect():
@@ -66,6 +69,13 @@ def db_url(request, tmp_path):
     with server.connect() as connection:
         connection.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
     server.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gradebook.db'}"
+    return request.getfixturevalue("postgres")
 
 
 def hand_in(folder, student, fixture):
@@ -95,30 +105,47 @@ def gradebook_scores(db_url):
         return {s.student.id: s.score for s in gradebook.find_assignment(A).submissions}
 
 
+def ledger_rows(db_url):
+    """The ledger's rows by key (none before a grader created it)."""
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            if not sa.inspect(connection).has_table(TABLE.name):
+                return {}
+            return {row.key: row for row in connection.execute(sa.select(TABLE))}
+    finally:
+        engine.dispose()
+
+
+def recorded(db_url):
+    """Students whose submission the ledger has an outcome for."""
+    return {key.split("/")[0] for key, row in ledger_rows(db_url).items() if row.outcome}
+
+
 def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
     folder, course, out = tmp_path / "in", tmp_path / "course", tmp_path / "out" / "grades.csv"
     class_ = {"ann": "reference", "bob": "untouched", "cy": "wrong_axes", "dee": "eps_outside_sqrt"}
     for student, fixture in class_.items():
         hand_in(folder, student, fixture)
+    # a short lease: the next run takes the killed grader's claims over within 5 s
     command = [sys.executable, "-m", "autograder", "grade", str(folder), "--out", str(out),
-               "--course-dir", str(course), "--db", db_url, "--workers", "2"]
+               "--course-dir", str(course), "--db", db_url, "--workers", "2", "--lease", "5"]
 
     # a crash: the grader is killed once the first submission is recorded
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 300
-    while not (course / "ledger.json").exists() and time.monotonic() < deadline:
+    while not recorded(db_url) and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert (course / "ledger.json").exists(), "the grader recorded no submission in 300 s"
-    done_before = {s for s in class_ if graded_at(course, s)}
-    recorded = {s for s in class_ if f"{s}/{A}" in (course / "ledger.json").read_text()}
-    assert recorded and recorded <= done_before
+    done = recorded(db_url)
+    assert done, "the grader recorded no submission in 300 s"
+    assert done <= {s for s in class_ if graded_at(course, s)}
 
-    stamps = {s: graded_at(course, s) for s in recorded}
+    stamps = {s: graded_at(course, s) for s in done}
     subprocess.run(command, check=True, capture_output=True, timeout=600)
-    assert {s: graded_at(course, s) for s in recorded} == stamps, "recorded work was redone"
+    assert {s: graded_at(course, s) for s in done} == stamps, "recorded work was redone"
     rows = read_csv(out)
     assert {s: float(rows[s]["score"]) for s in class_} == {
         s: expected_score(f) for s, f in class_.items()}
@@ -153,6 +180,106 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
     assert rows["dee"]["status"].startswith("autograde failed") and float(rows["dee"]["score"]) == 0
     assert gradebook_scores(db_url) == {s: v for s, v in final.items() if s not in ("cy", "dee")}
     assert not feedback.exists(), "the earlier attempt's feedback outlived it"
+
+
+def test_graders_on_one_postgresql_share_a_class_and_outlive_a_killed_one(tmp_path, postgres):
+    """Three graders, each with its own course folder as if on its own host, start at once;
+    one is killed while it holds a claim and a fourth starts. Each surviving grader writes
+    the single grader's CSV, and every submission was graded by exactly one of them."""
+    folder = tmp_path / "in"
+    class_ = {f"s{i}_{fixture}": fixture for i, fixture in enumerate(MISTAKES)}
+    for student, fixture in class_.items():
+        hand_in(folder, student, fixture)
+
+    def grader(name, db, *options):
+        return [sys.executable, "-m", "autograder", "grade", str(folder),
+                "--out", str(tmp_path / name / "grades.csv"), "--course-dir", str(tmp_path / name),
+                "--db", db, *options]
+
+    subprocess.run(grader("single", f"sqlite:///{tmp_path / 'single.db'}", "--workers", "2"),
+                   check=True, capture_output=True, timeout=600)
+    expected = (tmp_path / "single" / "grades.csv").read_text()
+
+    def start(name):
+        return subprocess.Popen(grader(name, postgres, "--workers", "1", "--lease", "10"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    graders = {name: start(name) for name in ("g1", "g2", "g3")}
+    killed = graders.pop("g2")
+    deadline = time.monotonic() + 300
+
+    def holding():
+        return [key for key, row in ledger_rows(postgres).items()
+                if not row.outcome and row.owner and f":{killed.pid}:" in row.owner]
+    while not (recorded(postgres) and holding()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    held = holding()
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert held, "g2 never held a claim while another submission was recorded"
+    graders["g4"] = start("g4")
+    for name, process in graders.items():
+        _, errors = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{name}: {errors.decode()[-2000:]}"
+        assert (tmp_path / name / "grades.csv").read_text() == expected, name
+
+    rows = ledger_rows(postgres)
+    assert set(rows) == {f"{s}/{A}" for s in class_} and all(row.outcome for row in rows.values())
+    folders = {process.pid: tmp_path / name for name, process in [("g2", killed), *graders.items()]}
+    for key, row in rows.items():
+        student = key.split("/")[0]
+        by = folders[int(row.graded_by.split(":")[1])]
+        assert by.name != "g2" or key not in held, f"{key}: recorded by the killed grader"
+        others = [name for name in graders if tmp_path / name != by
+                  and graded_at(tmp_path / name, student)]
+        assert graded_at(by, student) and not others, f"{key} graded by {by.name} and {others}"
+    assert gradebook_scores(postgres) == {s: expected_score(f) for s, f in class_.items()}
+
+
+def grader_options(make_variables: list[str]):
+    """The options `make grade` passes the grader for these variables, as the grader's own
+    parser reads them (it exits on one it does not know)."""
+    recipe = subprocess.run(["make", "-s", "-n", "-o", "system-grade", "-o", ".venv/bin/.installed",
+                             "grade", *make_variables], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    argv = shlex.split(recipe.replace("\\\n", " "))
+    return parser().parse_args(argv[argv.index("autograder") + 1:])
+
+
+def test_kubernetes_job_runs_graders_on_one_postgresql_gradebook():
+    job = yaml.safe_load((ROOT / "autograder" / "cluster" / "grade-job.yaml").read_text())
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["parallelism"] == job["spec"]["completions"] > 1
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["make", "grade"]
+    url = "postgresql+psycopg://user:secret@db.example/class"
+    options = grader_options([arg.replace("$(DLBB_DB)", url) for arg in container["args"]])
+    assert options.db_url == url and options.command == "grade"
+    assert options.workers == int(container["resources"]["limits"]["cpu"])
+    assert container["securityContext"]["privileged"], "bubblewrap needs the namespaces"
+
+
+def test_slurm_array_task_runs_a_grader_on_one_postgresql_gradebook(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "make").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$DLBB_MAKE_ARGS"\n')
+    (fake / "make").chmod(0o755)
+    url = "postgresql+psycopg://user:secret@db.example/class"
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "DLBB_DB": url,
+           "SUBMISSIONS": "/shared/class.zip", "SLURM_SUBMIT_DIR": str(ROOT),
+           "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3", "SLURM_CPUS_PER_TASK": "4",
+           "TMPDIR": str(tmp_path), "DLBB_MAKE_ARGS": str(tmp_path / "args")}
+    subprocess.run(["bash", str(ROOT / "autograder" / "cluster" / "grade.sbatch")], env=env,
+                   check=True, timeout=60)
+    make_args = (tmp_path / "args").read_text().splitlines()
+    assert make_args[0] == "grade"
+    options = grader_options(make_args[1:])
+    assert (options.db_url, options.workers, str(options.submissions)) == (url, 4, "/shared/class.zip")
+    assert options.course_dir == tmp_path / "dlbb-course-77-3"
+    without_db = {k: v for k, v in env.items() if k != "DLBB_DB"}
+    refused = subprocess.run(["bash", str(ROOT / "autograder" / "cluster" / "grade.sbatch")],
+                             env=without_db, capture_output=True, text=True)
+    assert refused.returncode != 0 and "DLBB_DB" in refused.stderr
 
 
 def test_bench_quick_prints_a_ratio_from_its_own_times():
