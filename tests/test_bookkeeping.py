@@ -1,6 +1,6 @@
 """Grading bookkeeping: refusing to run unsandboxed, resuming after a crash,
-re-grading only what changed, parallel workers, on SQLite and on PostgreSQL;
-several graders sharing one class through the ledger in PostgreSQL.
+re-grading only what changed, parallel workers (on SQLite); several graders sharing
+one class through the ledger in PostgreSQL, one of them killed; the cluster runners.
 
 PostgreSQL: the server at $DLBB_POSTGRES_URL (default: the local one `make test`
 starts, tools/system.sh). A missing server fails those tests.
@@ -71,13 +71,6 @@ def postgres():
     server.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gradebook.db'}"
-    return request.getfixturevalue("postgres")
-
-
 def hand_in(folder, student, fixture):
     path = folder / student / A / f"{A}.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +115,9 @@ def recorded(db_url):
     return {key.split("/")[0] for key, row in ledger_rows(db_url).items() if row.outcome}
 
 
-def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path, db_url):
+def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path):
+    """On SQLite; on PostgreSQL the graders' test below kills one grader and breaks attempts."""
+    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
     folder, course, out = tmp_path / "in", tmp_path / "course", tmp_path / "out" / "grades.csv"
     class_ = {"ann": "reference", "bob": "untouched", "cy": "wrong_axes", "dee": "eps_outside_sqrt"}
     for student, fixture in class_.items():
@@ -234,6 +229,20 @@ def test_graders_on_one_postgresql_share_a_class_and_outlive_a_killed_one(tmp_pa
                   and graded_at(tmp_path / name, student)]
         assert graded_at(by, student) and not others, f"{key} graded by {by.name} and {others}"
     assert gradebook_scores(postgres) == {s: expected_score(f) for s, f in class_.items()}
+
+    # new attempts that cannot be graded, one corrupt, one whose autograde fails after nbgrader
+    # recorded it: one grader's run drops their earlier grades from the gradebook
+    corrupt, fails = list(class_)[:2]
+    (folder / corrupt / A / f"{A}.ipynb").write_text("{ not json")
+    nbformat.write(submission(A, {next(iter(CHAPTER.items)): "import os\nos._exit(0)"}),
+                   folder / fails / A / f"{A}.ipynb")
+    subprocess.run(grader("g1", postgres, "--workers", "2"), check=True, capture_output=True,
+                   timeout=600)
+    rows = read_csv(tmp_path / "g1" / "grades.csv")
+    assert rows[corrupt]["status"].startswith("corrupt notebook")
+    assert rows[fails]["status"].startswith("autograde failed")
+    assert gradebook_scores(postgres) == {s: expected_score(f) for s, f in class_.items()
+                                          if s not in (corrupt, fails)}
 
 
 def grader_options(make_variables: list[str]):
