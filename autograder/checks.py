@@ -33,7 +33,7 @@ CONV_OPS = frozenset({
     "conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
     "conv_transpose2d", "conv_transpose3d", "conv_tbc", "_conv_depthwise2d", "slow_conv2d",
     "_slow_conv2d_forward", "thnn_conv2d", "mkldnn_convolution", "cudnn_convolution",
-    "miopen_convolution", "_nnpack_spatial_convolution",
+    "miopen_convolution", "_nnpack_spatial_convolution", "slow_conv_dilated2d", "slow_conv_dilated3d",
 })
 # Bilinear samplers and RoI ops, torch's and torchvision's (torchvision.ops.*, torch.ops.torchvision.*).
 SAMPLING_OPS = frozenset({

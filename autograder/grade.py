@@ -17,6 +17,7 @@ parallel into one gradebook. The ledger, a table in the gradebook's database
 re-run (after a crash, or with late submissions) grades only what changed, and
 several graders, on several hosts, share one class by claiming its work there.
 """
+import copy
 import csv
 import hashlib
 import multiprocessing
@@ -37,7 +38,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 
 from . import chapters, course, sandbox, verdict
-from .intake import collect, identities, unpack
+from .intake import MAX_NOTEBOOK_BYTES, collect, identities, refusal, unpack
 from .ledger import Ledger
 
 FIELDS = ["student_id", "assignment", "score", "max_score", "status", "notebook", "notebooks_found"]
@@ -108,9 +109,14 @@ class Job:
 
 def _read_notebook(path: Path) -> str | None:
     """None when ``path`` is a readable, valid notebook, else why it is corrupt, in one
-    line that quotes nothing of the file."""
-    if path.stat().st_size == 0:
+    line that quotes nothing of the file. A file larger than a notebook can be is not read."""
+    if why := refusal(path):
+        return why
+    size = path.stat().st_size
+    if size == 0:
         return "the file is empty"
+    if size > MAX_NOTEBOOK_BYTES:
+        return f"larger than {MAX_NOTEBOOK_BYTES >> 20} MB ({size >> 20} MB)"
     try:
         nbformat.validate(nbformat.read(path, as_version=4))
     except nbformat.reader.NotJSONError:
@@ -121,6 +127,25 @@ def _read_notebook(path: Path) -> str | None:
     except Exception:  # any other parse failure is the student's file too
         return "JSON that is not a Jupyter notebook"
     return None
+
+
+def _restore_metadata(notebook: Path, release: Path, target: Path) -> None:
+    """Write ``notebook`` to ``target`` with the nbgrader metadata the release gives its cells:
+    a cell keeps a grade id only if the release has it and no later cell has it too, and
+    takes the release's metadata for it (nbgrader then restores locked cells' sources).
+    nbgrader 0.9 fails the whole notebook on a duplicated, unknown or re-typed grade id."""
+    nb = nbformat.read(notebook, as_version=4)
+    released = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]
+                for c in nbformat.read(release, as_version=4).cells
+                if "grade_id" in c.metadata.get("nbgrader", {})}
+    last = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
+    for i, cell in enumerate(nb.cells):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in released and last[grade_id] == i:
+            cell.metadata.nbgrader = copy.deepcopy(released[grade_id])
+        else:
+            cell.metadata.pop("nbgrader", None)
+    nbformat.write(nb, target)
 
 
 def _answers(notebook: Path) -> dict[str, str]:
@@ -196,7 +221,8 @@ def _grade(job: Job) -> Outcome:
     submitted = course.notebook_path(job.course_dir, "submitted", job.assignment, job.student)
     shutil.rmtree(submitted.parent, ignore_errors=True)
     submitted.parent.mkdir(parents=True)
-    shutil.copyfile(job.notebook, submitted)
+    release = course.notebook_path(job.course_dir, "release", job.assignment)
+    _restore_metadata(job.notebook, release, submitted)
     with Gradebook(job.db_url) as gradebook:  # a grade starts afresh: no earlier manual score
         try:
             gradebook.remove_submission(job.assignment, job.student)
@@ -210,7 +236,6 @@ def _grade(job: Job) -> Outcome:
         return Outcome(Kind.AUTOGRADE_FAILED,
                        _failure((result.get("log") or "") + (result.get("error") or "")),
                        seconds=dict(_seconds))
-    release = course.notebook_path(job.course_dir, "release", job.assignment)
     autograded = course.notebook_path(job.course_dir, "autograded", job.assignment, job.student)
     start = time.perf_counter()
     feedback = api.generate_feedback(job.assignment, job.student, force=True)

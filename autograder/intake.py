@@ -15,13 +15,23 @@ several notebooks for one assignment the latest wins: newest modification
 time (a zip's entry dates are kept), then the highest attempt number in the
 name, then the path. Hidden files and folders, ``__MACOSX`` and
 ``.ipynb_checkpoints`` are skipped.
+
+Of a zip only the notebooks (and folders) are extracted, each within the extraction
+folder and as a plain file: no entry is written through a link or outside, and no
+notebook is read or unzipped past ``MAX_NOTEBOOK_BYTES``. A notebook entry that is
+refused (a link, a path leaving the zip's folder, too large, damaged) leaves an empty
+stand-in whose ``refusal`` says why, so that its student's row does.
 """
 import functools
 import json
 import os
 import re
+import shutil
+import stat
 import time
+import unicodedata
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +40,10 @@ SKIPPED_DIRS = {"__MACOSX", ".ipynb_checkpoints"}
 # Words that name a folder as one attempt of a student's, not as another student.
 ATTEMPT_WORDS = {"attempt", "try", "retry", "version", "submission", "resubmission", "draft",
                  "final", "late", "old", "new", "latest"}
+MAX_NOTEBOOK_BYTES = 100 * 2**20  # a larger notebook is not read: nobody writes one by hand
+MAX_UNZIPPED_BYTES = 16 * 2**30   # all the notebooks a zip may unpack to
+_ENCRYPTED, _UTF8_NAME = 0x1, 0x800  # zip flag bits 0 and 11
+_refused: dict[Path, str] = {}
 
 
 class SubmissionsError(ValueError):
@@ -47,22 +61,104 @@ class Submission:
 
 
 def unpack(submissions: Path, tmp: Path) -> Path:
-    """The folder to read: ``submissions`` itself, or the zip extracted into ``tmp``."""
+    """The folder to read: ``submissions`` itself, or the zip's notebooks extracted into ``tmp``."""
     if submissions.is_dir():
         return submissions
     if not submissions.exists():
         raise SubmissionsError(f"{submissions}: no such folder or zip file")
     try:
         with zipfile.ZipFile(submissions) as archive:
-            archive.extractall(tmp)  # ZipFile drops absolute paths and '..' components
-            for entry in archive.infolist():
-                path = tmp / entry.filename
-                if not entry.is_dir() and path.is_file():  # keep the upload's date
-                    stamp = time.mktime(entry.date_time + (0, 0, -1))
-                    os.utime(path, (stamp, stamp))
+            _extract(archive, Path(tmp))
     except zipfile.BadZipFile as error:
         raise SubmissionsError(f"{submissions}: not a folder nor a valid zip ({error})") from None
+    except SubmissionsError as error:
+        raise SubmissionsError(f"{submissions}: {error}") from None
     return tmp
+
+
+def refusal(path: Path) -> str | None:
+    """Why ``unpack`` refused the zip entry whose stand-in is ``path``; None for any other file."""
+    return _refused.get(Path(path).resolve())
+
+
+def _name(entry: zipfile.ZipInfo) -> str:
+    """The entry's name: UTF-8 when it decodes so (many zip tools write UTF-8 without
+    saying so), else code page 437 as the zip format has it."""
+    if entry.flag_bits & _UTF8_NAME:
+        return entry.filename
+    try:
+        return entry.filename.encode("cp437").decode("utf-8")
+    except UnicodeError:
+        return entry.filename
+
+
+def _problem(name: str, entry: zipfile.ZipInfo) -> str | None:
+    """Why a notebook entry may not be extracted, or None."""
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        return "an absolute path in the zip"
+    if ".." in name.split("/"):
+        return "a path in the zip that leads out of its folder (..)"
+    if stat.S_ISLNK(entry.external_attr >> 16):
+        return "a symbolic link in the zip (not followed)"
+    if entry.flag_bits & _ENCRYPTED:
+        return "encrypted in the zip"
+    if entry.file_size > MAX_NOTEBOOK_BYTES:
+        return (f"larger than {MAX_NOTEBOOK_BYTES >> 20} MB "
+                f"(the zip says {entry.file_size >> 20} MB unzipped)")
+    return None
+
+
+def _extract(archive: zipfile.ZipFile, tmp: Path) -> None:
+    """Each notebook of ``archive`` as a plain file under ``tmp``, dated as in the zip;
+    a refused one as an empty stand-in (``refusal``); every folder the zip names."""
+    notebooks, folders = [], {Path()}
+    for entry in archive.infolist():
+        name = _name(entry).replace("\\", "/")
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            continue  # control characters: no student or file is named so
+        parts = [p for p in name.split("/") if p not in ("", ".", "..")]
+        if not parts or any(_skipped(p) for p in parts):
+            continue
+        if entry.is_dir():
+            folders.add(Path(*parts))
+        elif parts[-1].lower().endswith(".ipynb"):
+            notebooks.append((Path(*parts), entry, _problem(name, entry)))
+    unzipped = sum(entry.file_size for _, entry, problem in notebooks if not problem)
+    if unzipped > MAX_UNZIPPED_BYTES:
+        raise SubmissionsError(f"its notebooks unzip to {unzipped >> 20} MB, more than the "
+                               f"{MAX_UNZIPPED_BYTES >> 20} MB allowed: a zip bomb?")
+    for folder in folders:
+        _make_folder(tmp / folder)
+    # refused entries first: a notebook of the same path replaces the stand-in
+    for path, entry, problem in sorted(notebooks, key=lambda n: n[2] is None):
+        target = tmp / path
+        if not _make_folder(target.parent) or target.is_dir():
+            continue  # a file of the zip holds this folder's place, or a folder this file's
+        if not problem:
+            try:
+                with archive.open(entry) as source, open(target, "wb") as copy:
+                    shutil.copyfileobj(source, copy)  # zipfile stops at the size the zip gives
+                _refused.pop(target.resolve(), None)
+            except zipfile.BadZipFile:
+                problem = "damaged in the zip (a wrong checksum or header)"
+            except (EOFError, zlib.error):
+                problem = "damaged in the zip (its compressed data is cut short or invalid)"
+            except NotImplementedError:
+                problem = "compressed in the zip by a method that cannot be read"
+        if problem:
+            target.write_bytes(b"")
+            _refused[target.resolve()] = problem
+        stamp = time.mktime(entry.date_time + (0, 0, -1))  # keep the upload's date
+        os.utime(target, (stamp, stamp))
+
+
+def _make_folder(path: Path) -> bool:
+    """Make ``path`` a folder; False when a file of the zip is in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return False
+    return True
 
 
 def identities(released: dict[str, Path]) -> dict[str, set[str]]:
@@ -83,6 +179,8 @@ def _grade_ids(path: Path) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _read_grade_ids(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    if size > MAX_NOTEBOOK_BYTES:
+        return frozenset()
     try:
         cells = json.loads(path.read_bytes()).get("cells", [])
         return frozenset(str(cell["metadata"]["nbgrader"]["grade_id"]) for cell in cells

@@ -46,11 +46,31 @@ class OneLineTestErrors(NbGraderPreprocessor):
         return cell, resources
 
 
+class NoTerminalEscapes(NbGraderPreprocessor):
+    """Outputs without the terminal escapes nbconvert passes through (titles, clipboard
+    writes, links, 8-bit controls): colours only, which it turns into HTML."""
+
+    def preprocess_cell(self, cell, resources, index):
+        from autograder.verdict import no_escapes
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = no_escapes(output["text"], keep_colours=True)
+            if "traceback" in output:
+                output["traceback"] = [no_escapes(line, keep_colours=True) for line in output["traceback"]]
+            for key in ("ename", "evalue"):
+                if key in output:
+                    output[key] = no_escapes(output[key], keep_colours=True)
+            if "text/plain" in output.get("data", {}):
+                output["data"]["text/plain"] = no_escapes(output["data"]["text/plain"], keep_colours=True)
+        return cell, resources
+
+
 # Feedback goes to students: keep the hidden tests out of it (nbgrader shows them
 # verbatim by default, in the cell and in tracebacks).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     OneLineTestErrors,
+    NoTerminalEscapes,
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

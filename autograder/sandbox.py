@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,7 +50,8 @@ class Limits:
     cpu_seconds: int = 900       # per process
     processes: int = 64          # processes and threads of the sandbox's uid
     file_size: int = 64 * 2**20  # largest file it may write, bytes
-    tmp_size: int = 256 * 2**20  # its private /tmp, bytes
+    tmp_size: int = 256 * 2**20  # its private /tmp, and its /dev/shm, bytes
+    work_size: int = 512 * 2**20  # the folder it may write (its children's working folders), bytes
 
 
 def _readable_roots() -> list[Path]:
@@ -91,7 +93,8 @@ def command(argv: list[str], *, uid: int, cwd: Path, writable: dict | None = Non
     for name in ("bin", "lib", "lib64", "sbin"):
         if Path(f"/{name}").is_symlink():
             bwrap += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
-    bwrap += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
+    bwrap += ["--dev", "/dev", "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs",
+              "/dev/shm", "--proc", "/proc",
               "--perms", "1777", "--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
     # after /tmp: the environment and the folders may lie under it
     alias = _venv_alias()
@@ -145,6 +148,20 @@ def unavailable() -> str | None:
     return None
 
 
+SPOOL_PREFIX, MOUNT_SOURCE = "dlbb-forkserver-", "dlbb-sandbox"
+
+
+def _unmount_orphans() -> None:
+    """Unmount and remove the folders of fork servers whose grader died without closing them."""
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.startswith(MOUNT_SOURCE + " ")]
+    for point in points:
+        found = re.search(rf"/{SPOOL_PREFIX}(\d+)-[^/]+/rw$", point)
+        if found and not Path(f"/proc/{found[1]}").exists():
+            subprocess.run(["umount", "--lazy", point], capture_output=True)
+            shutil.rmtree(Path(point).parent, ignore_errors=True)
+
+
 class ForkServerError(RuntimeError):
     """The fork server died, hung or refused: it is replaced on the next request."""
 
@@ -165,7 +182,7 @@ class ForkServer:
 
     def __init__(self, *, uid: int, sandboxed: bool, limits: Limits = Limits()):
         self.uid, self.sandboxed = uid, sandboxed
-        self.spool = Path(tempfile.mkdtemp(prefix="dlbb-forkserver-"))
+        self.spool = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-"))
         for name in ("code", "ro", "rw"):
             (self.spool / name).mkdir()
         for script in ("forkserver.py", "worker.py"):
@@ -173,7 +190,10 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-I", str(self.spool / "code" / "forkserver.py"),
                 "1" if sandboxed else "0", str(theirs.fileno()), str(self.spool)]
-        if sandboxed:
+        if sandboxed:  # what its children write is bounded like its /tmp
+            _unmount_orphans()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={limits.work_size},mode=0755",
+                            MOUNT_SOURCE, str(self.spool / "rw")], check=True)
             give(self.spool / "rw", uid)
             argv = command(argv, uid=uid, cwd=self.spool / "rw", limits=limits,
                            readonly=[self.spool / "code", self.spool / "ro"],
@@ -253,6 +273,8 @@ class ForkServer:
             pass
         self.process.wait()
         self.sock.close()
+        if self.sandboxed:
+            subprocess.run(["umount", "--lazy", str(self.spool / "rw")], capture_output=True)
         shutil.rmtree(self.spool, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ reads them back for the CSV: the three agree by construction.
 """
 import ast
 import os
+import re
 
 import nbformat
 from nbgrader.coursedir import CourseDirectory
@@ -66,9 +67,25 @@ def reaches_in(source: str) -> list[str]:
     return sorted(found | {name.rpartition(".")[2] for name in names} & HOOK_NAMES)
 
 
+# A terminal escape sequence (CSI, OSC or a two-character escape, 7- or 8-bit) and any other
+# control character: what a submission's text may not carry into a CSV or a page
+ESCAPES = re.compile(r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]*(\x07|\x1b\\|\x9c)?"
+                     r"|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # SGR: what nbconvert turns into HTML
+
+
+def no_escapes(text: str, keep_colours: bool = False) -> str:
+    """``text`` without terminal escapes (but its colours if ``keep_colours``)."""
+    if not keep_colours:
+        return ESCAPES.sub("", text)
+    return "".join(ESCAPES.sub("", part) if i % 2 == 0 else part
+                   for i, part in enumerate(re.split(f"({COLOURS.pattern})", text)))
+
+
 def one_line(text: str) -> str:
-    """``text`` fit for a part of a status: one line, no '; ', at most 120 characters."""
-    return " ".join(text.split()).replace("; ", ", ")[:120]
+    """``text`` fit for a part of a status: one line, no terminal escapes, no '; ', at most 120
+    characters."""
+    return " ".join(no_escapes(text).split()).replace("; ", ", ")[:120]
 
 
 def _error(ename: str, evalue: str):

@@ -9,7 +9,14 @@ them with what ``solutions`` computes on the same inputs. Each item's probes
 live in ``autograder/probes/<assignment>.py``: a snippet of code that sets
 ``result`` from named inputs, run once in the worker's namespace and once in
 the reference module's.
+
+The no-built-in rule holds in the worker where the submission cannot switch it
+off: while an item's probe runs, the operators that the item's notebook tests
+forbid (``forbidden_ops``) raise at torch's dispatcher, but those that the
+reference's run of the same probe calls (the stand-ins a probe hands the answer
+are the course's code, which the notebook's guard does not count either).
 """
+import ast
 import importlib
 import itertools
 import json
@@ -62,13 +69,76 @@ def notebook_code(release: Path, submitted: Path) -> list[str]:
     return code
 
 
+def _ops(node: ast.expr, known: dict[str, frozenset[str]]) -> frozenset[str]:
+    """The value of a forbidden-ops expression: a set's name, ``frozenset({"op", ...})``, ``a | b``."""
+    if isinstance(node, ast.Name) and node.id in known:
+        return known[node.id]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _ops(node.left, known) | _ops(node.right, known)
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "frozenset"
+            and not node.keywords and len(node.args) == 1
+            and isinstance(node.args[0], (ast.Set, ast.List, ast.Tuple))
+            and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.args[0].elts)):
+        return frozenset(e.value for e in node.args[0].elts)
+    raise ValueError(f"cannot read the forbidden ops {ast.unparse(node)!r}")
+
+
+def forbidden_ops(release: Path) -> dict[str, frozenset[str]]:
+    """By item, the names of the ops its notebook tests forbid the answer to call: the
+    ``forbidden`` of each ``run_graded`` call in its grade cell, or the default that the
+    setup binds (``run_graded = functools.partial(run_graded, forbidden=...)``). The sets
+    are read from the released notebook's code, where they are defined (``*_OPS = ...``).
+    Autograd's entry points (``AUTOGRAD_OPS``) are left out: no operator computes them (and
+    every backward kernel's name contains "backward")."""
+    known, default, tests = {}, frozenset(), {}
+    for cell in nbformat.read(release, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        if cell.metadata.get("nbgrader", {}).get("grade") and grade_id.startswith("test_"):
+            tests[grade_id.removeprefix("test_")] = tree
+            continue
+        for node in tree.body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)):
+                continue
+            if node.targets[0].id.endswith("_OPS"):
+                known[node.targets[0].id] = _ops(node.value, known)
+            elif node.targets[0].id == "run_graded" and isinstance(node.value, ast.Call):
+                default = next((_ops(k.value, known) for k in node.value.keywords
+                                if k.arg == "forbidden"), default)
+    autograd = known.get("AUTOGRAD_OPS", frozenset())
+    return {item: frozenset().union(*(
+                next((_ops(k.value, known) for k in call.keywords if k.arg == "forbidden"), default)
+                for call in ast.walk(tree) if isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name) and call.func.id == "run_graded")) - autograd
+            for item, tree in tests.items()}
+
+
 def _split(inputs: dict) -> tuple[dict, dict]:
     arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray)}
     return arrays, {k: v for k, v in inputs.items() if k not in arrays}
 
 
-def expected(assignment: str, probe: Probe, inputs: dict) -> list[tuple[str, np.ndarray]]:
-    """What the reference computes for ``probe`` on ``inputs``: (where in ``result``, array)."""
+def _operators_called(run: Callable[[], None]) -> frozenset[str]:
+    """The operators ``run()`` calls, nested and backward ones included ("aten::batch_norm").
+    torch's legacy profiler, its records read raw: building its events costs several runs."""
+    from torch.autograd import _disable_profiler_legacy, _enable_profiler_legacy
+    from torch.autograd.profiler_legacy import profile
+    _enable_profiler_legacy(profile().config())
+    try:
+        run()
+    finally:
+        records = _disable_profiler_legacy()
+    return frozenset(event.name() for thread in records for event in thread)
+
+
+def expected(assignment: str, probe: Probe, inputs: dict, calls: bool = False
+             ) -> tuple[list[tuple[str, np.ndarray]], frozenset[str]]:
+    """What the reference computes for ``probe`` on ``inputs`` ((where in ``result``, array)),
+    and, if ``calls``, the operators it calls doing so: the course's own code (a probe's
+    stand-ins) may call the ops an item forbids its answer."""
     import torch
 
     from .worker import _flatten
@@ -76,8 +146,12 @@ def expected(assignment: str, probe: Probe, inputs: dict) -> list[tuple[str, np.
     scope = dict(vars(importlib.import_module(f"solutions.{assignment}")))
     scope.update(scalars)
     scope.update({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
-    exec(compile(probe.code, "<probe>", "exec"), scope)
-    return _flatten(scope["result"])
+    code, called = compile(probe.code, "<probe>", "exec"), frozenset()
+    if calls:
+        called = _operators_called(lambda: exec(code, scope))
+    else:
+        exec(code, scope)
+    return _flatten(scope["result"]), called
 
 
 def compare(actual: list[np.ndarray], wanted: list[tuple[str, np.ndarray]],
@@ -155,11 +229,15 @@ class Worker:
                     raise WorkerError("the worker's reply is too long")
         return json.loads(line)
 
-    def run(self, k: int, probe: Probe, inputs: dict) -> list[np.ndarray]:
+    def run(self, k: int, probe: Probe, inputs: dict, forbidden: frozenset[str] = frozenset(),
+            allowed: frozenset[str] = frozenset()) -> list[np.ndarray]:
+        """``probe``'s outputs on ``inputs``, run with the operators whose names contain one
+        of ``forbidden`` refused at the dispatcher, but those in ``allowed``."""
         arrays, scalars = _split(inputs)
         for name, array in arrays.items():
             np.save(self.inbox / f"in-{k}-{name}.npy", array, allow_pickle=False)
-        self._send({"id": k, "code": probe.code, "scalars": scalars, "arrays": sorted(arrays)})
+        self._send({"id": k, "code": probe.code, "scalars": scalars, "arrays": sorted(arrays),
+                    "forbidden": sorted(forbidden), "allowed": sorted(allowed)})
         answer = self._receive()
         if "error" in answer:
             raise ProbeError(answer["error"])
@@ -189,18 +267,23 @@ def verify(assignment: str, release: Path, submitted: Path, *, uid: int | None =
            sandboxed: bool = True, timeout: float = 60) -> dict[str, str | None]:
     """For each item: None when the submission's answer matches the reference on
     fresh random inputs, else what went wrong."""
+    from .worker import matches
     cells, uid = notebook_code(release, submitted), uid or sandbox.own_uid()
+    forbidden = forbidden_ops(release)
     rng = np.random.default_rng(secrets.randbits(64))
     verdicts, worker, ids = {}, None, itertools.count()
     try:
         for item, item_probes in probes(assignment).items():
-            verdicts[item] = None
+            verdicts[item], names = None, forbidden.get(item, frozenset())
             for probe in item_probes:
                 k, inputs = next(ids), probe.inputs(rng)
-                wanted = expected(assignment, probe, inputs)
+                wanted, calls = expected(assignment, probe, inputs, calls=bool(names))
+                # what the course's own code calls stays allowed, as in the notebook's guard
+                allowed = frozenset(op for op in calls if matches(op, names))
                 try:
                     worker = worker or Worker(cells, uid=uid, sandboxed=sandboxed, timeout=timeout)
-                    verdicts[item] = compare(worker.run(k, probe, inputs), wanted, probe)
+                    verdicts[item] = compare(worker.run(k, probe, inputs, names, allowed), wanted,
+                                             probe)
                 except ProbeError as error:
                     verdicts[item] = str(error)
                 except (WorkerError, ValueError) as error:  # ValueError: bad JSON or .npy

@@ -5,9 +5,12 @@ Protocol: JSON lines on stdin, JSON lines on stdout, arrays as ``.npy`` files
 in the working directory. The first request is
 ``{"cells": [source, ...]}``: the notebook's code, run in one namespace, each
 cell on its own so one broken cell does not hide the rest. Every later request
-is ``{"id": k, "code": source, "scalars": {...}, "arrays": [name, ...]}``: the
-worker loads ``in-k-<name>.npy`` as tensors, runs ``code`` in a copy of the
-namespace, and writes the flattened ``result`` as ``out-k-<i>.npy``.
+is ``{"id": k, "code": source, "scalars": {...}, "arrays": [name, ...],
+"forbidden": [name, ...], "allowed": [op, ...]}``: the worker loads
+``in-k-<name>.npy`` as tensors, runs ``code`` in a copy of the namespace with
+every operator whose name contains one of ``forbidden`` refused at torch's
+dispatcher (``_dispatcher_guard``) but the ``allowed`` ones ("aten::batch_norm"),
+and writes the flattened ``result`` as ``out-k-<i>.npy``.
 
 Whatever the submission prints goes to /dev/null; the protocol has its own
 file descriptors.
@@ -16,6 +19,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 
 import numpy as np
 import torch
@@ -39,6 +43,64 @@ def _error() -> str:
     return f"{kind.__name__}: {str(value).strip()[:300]}"
 
 
+def matches(op: str, names) -> bool:
+    """Whether ``names`` forbid operator ``op`` ("aten::native_layer_norm.out"): its name,
+    namespace and overload aside, contains one of them (so do its native, fused and backward
+    variants)."""
+    return any(name in op.partition("::")[2].partition(".")[0] for name in names)
+
+
+def _refusal(op: str):
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"the exercise forbids {op}")
+    return refuse
+
+
+def _dispatcher_guard():
+    """``forbid(names, allowed)``: from now on every operator (any namespace, every overload)
+    whose name contains one of ``names``, but those in ``allowed`` ("aten::batch_norm"), raises
+    when called, whatever Python path reaches it, and what the previous call forbade is
+    allowed again.
+
+    The refusal is registered at every dispatch key where the operator has a kernel (its
+    backends, autograd, composite and batching kernels...), over the kernel it hides;
+    resetting the registration brings that kernel back. Every function it uses is bound
+    here, before any submission code runs (the submission may rebind torch's or this
+    module's names), and the registrations live only in this closure: a submission would
+    need torch's registration machinery or the interpreter's frames to reach them, and an
+    answer that names those is flagged for review."""
+    op_names, library = torch._C._dispatch_get_all_op_names, torch._C._dispatch_library
+    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
+    is_forbidden, refusal = matches, _refusal
+    catch_warnings, simplefilter = warnings.catch_warnings, warnings.simplefilter
+    keys = []
+    for key in torch._C.DispatchKey.__members__:
+        try:  # some members only mark ranges of keys
+            has_kernel("aten::add.Tensor", key)
+            keys.append(key)
+        except RuntimeError:
+            pass
+    registered = []
+
+    def forbid(names: frozenset[str], allowed: frozenset[str]) -> None:
+        while registered:
+            registered.pop().reset()
+        libraries = {}
+        with catch_warnings():  # each registration warns that it hides a kernel
+            simplefilter("ignore")
+            for op in op_names():
+                if op.partition(".")[0] in allowed or not is_forbidden(op, names):
+                    continue
+                namespace, _, name = op.partition("::")
+                for key in keys:
+                    if has_kernel(op, key):
+                        if namespace not in libraries:
+                            libraries[namespace] = library("IMPL", namespace, "", "<guard>", 0)
+                            registered.append(libraries[namespace])
+                        libraries[namespace].impl(name, key, refusal(op), False)
+    return forbid
+
+
 def main() -> None:
     inbox = sys.argv[1]
     requests = os.fdopen(os.dup(0), "r")
@@ -51,6 +113,7 @@ def main() -> None:
         replies.write(json.dumps(message) + "\n")
         replies.flush()
 
+    forbid, forbidden = _dispatcher_guard(), (frozenset(), frozenset())
     namespace = {"__name__": "__main__"}
     errors = {}
     for index, source in enumerate(json.loads(requests.readline())["cells"]):
@@ -69,6 +132,11 @@ def main() -> None:
             scope[name] = torch.from_numpy(np.load(os.path.join(inbox, f"in-{k}-{name}.npy"),
                                                    allow_pickle=False))
         try:
+            wanted = frozenset(request["forbidden"]), frozenset(request["allowed"])
+            if forbidden != wanted:
+                forbidden = None  # until every refusal is in place
+                forbid(*wanted)
+                forbidden = wanted
             exec(compile(request["code"], f"<probe {k}>", "exec"), scope)
             arrays = _flatten(scope["result"])
             for i, (_, array) in enumerate(arrays):

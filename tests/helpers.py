@@ -68,9 +68,8 @@ class Mistake:
     ``answers`` maps items to their answer cells (source, or an ``Edit`` of the
     reference); the other items are answered with the reference. The submission
     must lose exactly the points of ``loses``, the feedback must contain
-    ``diagnosis``, and the CSV must flag exactly ``flagged`` (an answer that computes
-    the right values with a forbidden op: the notebook's guard fails it, fresh-input
-    verification passes it)."""
+    ``diagnosis``, and the CSV must flag exactly ``flagged`` (where the notebook's tests
+    and the fresh-input check disagree, or an answer reaches into the interpreter)."""
     student: str
     answers: dict
     loses: frozenset

@@ -3,27 +3,40 @@
 Every attack is a normalisation notebook whose answer cells are the
 reference (``{}``), the stub (``STUB``) or hostile code. The class also holds an
 honest student, whose full marks show that no attack reached another
-submission. The grader runs sandboxed with a short cell timeout.
+submission. The grader runs sandboxed with a short cell timeout. A second, small
+class is handed in as a zip whose other entries attack the unzipping.
 """
+import copy
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import zipfile
+import zlib
 from html.parser import HTMLParser
+from pathlib import Path
 
 import nbformat
 import pytest
+from nbgrader.utils import compute_checksum
 
 from tests.helpers import ROOT, chapter_of, flagged, points_per_item, reference, released, submission, total
+from tests.test_intake import add_deflated, add_symlink, patch_entry, rename_entries, zeros_deflated
 
 pytestmark = pytest.mark.xdist_group("adversarial")
 
 STUB = None
 TIMEOUT = 15
 STOLEN = "window.dlbbStolen"  # what a script planted in feedback would set
+# terminal escapes: clear the screen, colour, retitle the window, write the clipboard (OSC 52),
+# a hyperlink (OSC 8), an 8-bit CSI
+ANSI = ("\x1b[2J\x1b[31mcrimson\x1b[0m \x1b]0;owned\x07 \x1b]52;c;cHduZWQ=\x07 "
+        "\x1b]8;;http://evil.example/\x1b\\link\x1b]8;;\x1b\\ \x9b31mcsi")
+CONTROL = set(map(chr, range(32))) - {"\n", "\t"} | {"\x7f"} | set(map(chr, range(0x80, 0xa0)))
 # the attacks are written against the normalisation items, wherever the course grades them
 A = chapter_of("batch_norm").name
 ITEMS = list(points_per_item(A))
@@ -78,6 +91,65 @@ def _move_test_first(cells):
     cells.insert(2, cells.pop(_test_index(cells, "instance_norm")))
 
 
+def _cell(cells, grade_id):
+    return next(c for c in cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _duplicate_test(cells):
+    """A second test_layer_norm, after the real one, that passes anything."""
+    fake = copy.deepcopy(_cell(cells, "test_layer_norm"))
+    fake.id, fake.source = "fake-test", "pass"
+    cells.insert(_test_index(cells, "layer_norm") + 1, fake)
+
+
+def _duplicate_answer(cells):
+    """A second layer_norm answer cell, right after the first, holding the stub."""
+    stub = copy.deepcopy(_cell(cells, "layer_norm"))
+    stub.id, stub.source = "second-answer", answers(layer_norm=STUB)["layer_norm"]
+    cells.insert(cells.index(_cell(cells, "layer_norm")) + 1, stub)
+
+
+def _rename_test(cells):
+    test = _cell(cells, "test_layer_norm")
+    test.metadata.nbgrader.grade_id, test.source = "test_layer_norm_v2", "pass"
+
+
+def _rename_answer(cells):
+    _cell(cells, "layer_norm").metadata.nbgrader.grade_id = "my_layer_norm"
+
+
+def _raise_points(cells):
+    _cell(cells, "test_batch_norm").metadata.nbgrader.points = 1000
+
+
+def _forge_checksum(cells):
+    """test_layer_norm emptied, with the checksum of its new source."""
+    test = _cell(cells, "test_layer_norm")
+    test.source = "pass"
+    test.metadata.nbgrader.checksum = compute_checksum(test)
+
+
+def _lock_answer(cells):
+    answer = _cell(cells, "batch_norm")
+    answer.metadata.update(editable=False, deletable=False)
+    answer.metadata.nbgrader.locked = True
+
+
+def _answer_as_test(cells):
+    """The layer_norm answer cell claims to be a test cell worth 10 points."""
+    _cell(cells, "layer_norm").metadata.nbgrader.update(grade=True, solution=False, points=10)
+
+
+def _unlock_guard(cells):
+    """The provided cell that installs the notebook's guard edited to switch it off, and
+    marked as neither locked nor read-only."""
+    setup = _cell(cells, "setup")
+    setup.source += "\n\ndef run_graded(fn, *args, forbidden=frozenset(), **kwargs):\n" \
+                    "    return fn(*args, **kwargs)\n"
+    setup.metadata.update(editable=True, deletable=True)
+    setup.metadata.nbgrader.locked = False
+
+
 def _add_script_markdown(cells):
     cells.insert(1, nbformat.v4.new_markdown_cell(f"<script>{STOLEN} = 'markdown'</script>"))
 
@@ -123,7 +195,7 @@ def attacks(course, server, victim):
     gradebook, solutions = course / "gradebook.db", ROOT / "solutions" / f"{A}.py"
     source = course / "source" / A / f"{A}.ipynb"
     everything = set(ITEMS)
-    return {
+    cases = {
         "honest": (notebook_with(answers()), set(), set()),
         # the notebook's checks hold aliases taken before any answer ran; verification
         # does not use the kernel at all
@@ -177,16 +249,18 @@ def attacks(course, server, victim):
             import socket
             socket.create_connection(("127.0.0.1", {server.port}), timeout=5).close()
             """))), {"layer_norm"}, set()),
+        # refused by the notebook's guard and, at torch's dispatcher, by the verification's
         "calls_builtin": (notebook_with(answers(layer_norm=body("layer_norm", """
             return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
-            """))), {"layer_norm"}, {"layer_norm"}),
-        # the stubbed cell stubs _Normalize too, which the reference's other norms call
-        # passes both runs (neither sees the op once the guard is off), and is flagged for reading
+            """))), {"layer_norm"}, set()),
+        # passes the notebook, whose guard it switched off, not the verification, whose guard it
+        # cannot reach; flagged for that and for reading
         "switches_off_the_guard": (notebook_with(answers(layer_norm=body("layer_norm", """
             import sys
             sys.setprofile(None)
             return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
-            """))), set(), {"layer_norm"}),
+            """))), {"layer_norm"}, {"layer_norm"}),
+        # the stubbed cell stubs _Normalize too, which the reference's other norms call
         "edits_test": (notebook_with(answers(batch_norm=STUB), _blank_test),
                        {"batch_norm", "layer_norm", "instance_norm", "group_norm"}, set()),
         "deletes_test": (notebook_with(answers(layer_norm=STUB), _delete_test), {"layer_norm"}, set()),
@@ -241,7 +315,73 @@ def attacks(course, server, victim):
             warnings.warn("deprecated", DeprecationWarning)
             print("debug output", file=sys.stderr)
             """))), set(), set()),
+        # fills its folder, /tmp and /dev/shm until refused (at most 1 GB each), frees them,
+        # then answers: the notebook and the verification both run it
+        "fills_disk": (notebook_with(answers(group_norm=before("group_norm", """
+            import os
+            def fill(folder):
+                written, files = 0, []
+                try:
+                    while True:
+                        files.append(os.path.join(folder, f"fill-{len(files)}"))
+                        with open(files[-1], "wb") as handle:
+                            for _ in range(32):
+                                handle.write(bytes(1 << 20))
+                                written += 1 << 20
+                                if written > 1 << 30:
+                                    raise SystemError(f"{folder}: 1 GB written, no limit")
+                except OSError:
+                    pass
+                finally:
+                    for name in files:
+                        if os.path.exists(name):
+                            os.remove(name)
+            for folder in (".", "/tmp", "/dev/shm"):
+                fill(folder)
+            """))), set(), set()),
+        # a thread that outlives its cell: it rebinds the answer after the cell returned
+        # and prints into the cells that run later
+        "leaves_a_thread": (notebook_with(answers(layer_norm=after("layer_norm", """
+            import threading, time
+            def haunt():
+                while True:
+                    globals()["layer_norm"] = lambda input, *args, **kwargs: input
+                    print("layer_norm's thread is still running")
+                    time.sleep(0.2)
+            threading.Thread(target=haunt, daemon=True).start()
+            """))), {"layer_norm"}, set()),
+        # terminal escapes in its outputs and, through its error, in its flag
+        "prints_escapes": (notebook_with(answers(layer_norm=body("layer_norm", f"""
+            import sys
+            print({ANSI!r})
+            print({ANSI!r}, file=sys.stderr)
+            try:
+                get_ipython  # only the notebook's kernel has it
+            except NameError:
+                pass
+            else:
+                raise ValueError({ANSI!r})
+            """))), {"layer_norm"}, {"layer_norm"}),
+        # nbgrader keeps the last of two cells with one grade id and restores a locked
+        # cell's source from the release: the fake test runs the real test
+        "duplicates_test_id": (notebook_with(answers(layer_norm=STUB), _duplicate_test),
+                               {"layer_norm"}, set()),
+        # the last answer cell is the answer, in the notebook as in the verification
+        "duplicates_answer_id": (notebook_with(answers(), _duplicate_answer), {"layer_norm"}, set()),
+        "renames_test_id": (notebook_with(answers(layer_norm=STUB), _rename_test),
+                            {"layer_norm"}, set()),
+        "renames_answer_id": (notebook_with(answers(), _rename_answer), {"layer_norm"}, {"layer_norm"}),
+        "raises_points": (notebook_with(answers(), _raise_points), set(), set()),
+        "forges_checksum": (notebook_with(answers(layer_norm=STUB), _forge_checksum),
+                            {"layer_norm"}, set()),
+        "locks_an_answer": (notebook_with(answers(), _lock_answer), set(), set()),
+        "answer_claims_test": (notebook_with(answers(), _answer_as_test), set(), set()),
     }
+    # nbgrader restores the guard's cell from the release: graded as if it were untouched
+    cases["unlocks_the_guard"] = (notebook_with(answers(layer_norm=body("layer_norm", """
+        return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
+        """)), _unlock_guard), *cases["calls_builtin"][1:])
+    return cases
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +405,10 @@ def graded(tmp_path_factory):
         (submissions / student).mkdir()
         (submissions / student / name).write_text(text)
     (submissions / "empty_folder").mkdir()
+    huge = submissions / "huge_notebook" / A / f"{A}.ipynb"
+    huge.parent.mkdir(parents=True)
+    huge.write_text(released(A).read_text())
+    os.truncate(huge, 2 << 30)  # sparse: costs no disk
     out = root / "out" / "grades.csv"
     result = subprocess.run(
         [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
@@ -276,13 +420,18 @@ def graded(tmp_path_factory):
     return rows, expected, server, victim, out.parent
 
 
+# nbgrader 0.9 alone fails the whole notebook (SchemaTooOldError, ValidationError, MissingEntry)
+# on a duplicated or unknown grade id or an answer cell marked as a test: the grader gives each
+# cell the release's nbgrader metadata first (grade._restore_metadata)
 STUDENTS = ["honest", "patches_comparisons", "input_transformer", "imports_solutions",
             "reads_course_files", "rewrites_gradebook", "writes_outside", "plants_symlinks",
-            "opens_network",
-            "calls_builtin", "switches_off_the_guard", "edits_test", "deletes_test", "deletes_test_of_a_right_answer",
-            "forges_a_flag", "reorders_tests", "infinite_loop",
-            "swallows_interrupt", "exits", "memory_bomb", "fork_bomb", "floods_output",
-            "scripts_feedback", "warns_but_correct"]
+            "opens_network", "calls_builtin", "switches_off_the_guard", "edits_test",
+            "deletes_test", "deletes_test_of_a_right_answer", "forges_a_flag", "reorders_tests",
+            "infinite_loop", "swallows_interrupt", "exits", "memory_bomb", "fork_bomb",
+            "floods_output", "scripts_feedback", "warns_but_correct", "fills_disk",
+            "leaves_a_thread", "prints_escapes", "duplicates_test_id", "duplicates_answer_id",
+            "renames_test_id", "renames_answer_id", "raises_points", "forges_checksum",
+            "locks_an_answer", "answer_claims_test", "unlocks_the_guard"]
 
 
 @pytest.mark.parametrize("student", STUDENTS)
@@ -311,7 +460,8 @@ def test_stopped_kernels_are_named(graded):
     ("wrong_name", "graded; untouched: no answer cell was changed"),
     ("unrelated_notebook", f"missing notebook: no notebook for {A} in unrelated_notebook/; "
                            "notebooks that match no assignment: homework.ipynb"),
-    ("empty_folder", f"missing notebook: no notebook for {A} in empty_folder/")])
+    ("empty_folder", f"missing notebook: no notebook for {A} in empty_folder/"),
+    ("huge_notebook", "corrupt notebook: larger than 100 MB (2048 MB)")])
 def test_unusable_submissions_get_rows(graded, student, status):
     rows, _, _, _, _ = graded
     assert rows[student]["status"].startswith(status), rows[student]["status"]
@@ -333,3 +483,87 @@ def test_feedback_runs_no_submitted_script(graded):
     page = (out_dir / "feedback" / "scripts_feedback" / f"{A}.html").read_text()
     assert "dlbbStolen" in page, "the submission's outputs are missing from its feedback"
     assert not [code for code in Runnable(page).code if "dlbbStolen" in code]
+
+
+def test_statuses_hold_no_terminal_escapes(graded):
+    rows, _, _, _, _ = graded
+    assert "crimson" in rows["prints_escapes"]["status"], "the flag lost the error's text"
+    assert not {student: row["status"] for student, row in rows.items()
+                if CONTROL & set(row["status"])}
+
+
+def test_feedback_holds_no_terminal_escapes(graded):
+    """Colour escapes become HTML; anything else that a terminal would act on (a title, the
+    clipboard, links) must not reach a page that an instructor may also grep or cat."""
+    _, _, _, _, out_dir = graded
+    page = (out_dir / "feedback" / "prints_escapes" / f"{A}.html").read_text()
+    assert "ansi-red-fg" in page and "crimson" in page, "the outputs are missing from the feedback"
+    assert not CONTROL & set(page)
+
+
+# -- a class handed in as a zip ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def zipped(tmp_path_factory):
+    """A zip of three honest students and of entries that attack the unzipping."""
+    root = tmp_path_factory.mktemp("adversarial_zip")
+    honest, notebook = notebook_with(answers()), f"{A}.ipynb"
+    outside, victim = root / "outside", root / "victim" / notebook
+    outside.mkdir()
+    victim.parent.mkdir()
+    victim.write_text(honest)
+    absolute = Path("/") / f"{root.name}-absolute" / notebook
+    archive = root / "class.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+        add_symlink(handle, "honest/work", outside)  # then written "through" the link
+        handle.writestr(f"honest/work/{notebook}", honest)
+        handle.writestr(f"XXXXX/{notebook}", honest)
+        handle.writestr(f"YYYYY/{notebook}", honest)
+        add_symlink(handle, f"linked/{notebook}", victim)
+        handle.writestr("escapes/" + "../" * 30 + str(root / "escaped" / notebook).lstrip("/"), honest)
+        handle.writestr(str(absolute), honest)
+        add_deflated(handle, f"zip_bomb/{notebook}", zeros_deflated(3 << 10))
+        add_deflated(handle, f"lying_bomb/{notebook}", zeros_deflated(64))
+        handle.writestr(f"huge_notebook/{notebook}", honest)
+    data = patch_entry(archive.read_bytes(), f"zip_bomb/{notebook}", method=8, size=3 << 30)
+    data = patch_entry(data, f"lying_bomb/{notebook}", method=8, size=1024,
+                       crc=zlib.crc32(bytes(64 << 20)))
+    data = patch_entry(data, f"huge_notebook/{notebook}", size=2 << 30)
+    archive.write_bytes(rename_entries(data, {b"XXXXX": "élève".encode("latin-1"),
+                                              b"YYYYY": "José".encode()}))
+    out = root / "out" / "grades.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", str(archive), "--out", str(out),
+         "--course-dir", str(root / "course"), "--timeout", str(TIMEOUT)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out) as handle:
+        rows = {row["student_id"]: row for row in csv.DictReader(handle)}
+    return rows, root, absolute
+
+
+# latin-1 bytes, not UTF-8: read as the zip format's code page 437
+@pytest.mark.parametrize("student", ["honest", "José", "élève".encode("latin-1").decode("cp437")])
+def test_zipped_honest_students_are_graded(zipped, student):
+    rows, _, _ = zipped
+    assert (float(rows[student]["score"]), rows[student]["status"]) == (total(A), "graded")
+
+
+@pytest.mark.parametrize("student, status", [
+    ("linked", "corrupt notebook: a symbolic link in the zip (not followed)"),
+    ("escapes", "corrupt notebook: a path in the zip that leads out of its folder (..)"),
+    ("zip_bomb", "corrupt notebook: larger than 100 MB (the zip says 3072 MB unzipped)"),
+    ("lying_bomb", "corrupt notebook: damaged in the zip (a wrong checksum or header)"),
+    ("huge_notebook", "corrupt notebook: larger than 100 MB (the zip says 2048 MB unzipped)")])
+def test_zip_attacks_get_rows(zipped, student, status):
+    rows, _, _ = zipped
+    assert (rows[student]["status"], float(rows[student]["score"])) == (status, 0)
+
+
+def test_zip_wrote_nothing_outside(zipped):
+    rows, root, absolute = zipped
+    assert rows[absolute.parent.name]["status"] == "corrupt notebook: an absolute path in the zip"
+    assert not absolute.parent.exists() and not (root / "escaped").exists()
+    assert not any((root / "outside").iterdir())
+    assert (root / "victim" / f"{A}.ipynb").read_text() == notebook_with(answers())
+    assert len(rows) == 9

@@ -783,7 +783,7 @@ MISTAKES = [
     Mistake("calls_conv2d",
             {"conv2d": edit("    ### BEGIN SOLUTION\n",
                             "    return F.conv2d(input, weight, bias, stride, padding, dilation, groups)\n")},
-            {"conv2d"}, "conv2d calls torch.conv2d", flagged={"conv2d"}),
+            {"conv2d"}, "conv2d calls torch.conv2d"),
     Mistake("reach_not_paths",
             {"coverage": edit("return counts[:, None] * counts[None, :]",
                               "return (counts[:, None] * counts[None, :] > 0).long()")},

@@ -1045,6 +1045,5 @@ MISTAKES = [
             {"deform_roi_pool"}, "the offsets are normalised"),
     Mistake("calls_grid_sample",
             {"bilinear_interpolate": edit("    ### BEGIN SOLUTION\n", GRID_SAMPLE_BILINEAR)},
-            {"bilinear_interpolate"}, "calls torch.nn.functional.grid_sample",
-            flagged={"bilinear_interpolate"}),
+            {"bilinear_interpolate"}, "calls torch.nn.functional.grid_sample"),
 ]

@@ -623,8 +623,7 @@ MISTAKES = [
                 "    ones, zeros = torch.ones_like(real_logits), torch.zeros_like(fake_logits)\n"
                 "    return (F.binary_cross_entropy_with_logits(real_logits, ones)\n"
                 "            + F.binary_cross_entropy_with_logits(fake_logits, zeros))\n")},
-            {"discriminator_loss"}, "calls torch.nn.functional.binary_cross_entropy_with_logits",
-            flagged={"discriminator_loss"}),
+            {"discriminator_loss"}, "calls torch.nn.functional.binary_cross_entropy_with_logits"),
     Mistake("log_of_sigmoid",
             {"generator_loss": edit(G_LOSS, "return -torch.log(torch.sigmoid(fake_logits)).mean()")},
             {"generator_loss"}, "use softplus"),

@@ -5,11 +5,15 @@ told apart by their grade ids as the real ones are (the last test checks the rea
 import json
 import os
 import shutil
+import stat
+import tracemalloc
 import zipfile
+import zlib
 
 import pytest
 
-from autograder.intake import SubmissionsError, collect, identities, unpack
+from autograder import intake
+from autograder.intake import SubmissionsError, collect, identities, refusal, unpack
 from autograder.template import answer_objects
 from tests.helpers import CHAPTERS
 
@@ -167,3 +171,143 @@ def test_a_student_folder_holding_students_is_a_clear_error(tmp_path):
     with pytest.raises(SubmissionsError, match=r"Class-DL-2025/ holds 3 folders that each look "
                                                r"like a student \(ana, ben, cai\)"):
         collect(tmp_path, IDS)
+
+
+# -- hostile zips ------------------------------------------------------------------
+
+# (signature, offsets of: method, crc, uncompressed size, name length, name) in a zip's
+# local file header and its central directory record
+_HEADERS = [(b"PK\x03\x04", 8, 14, 22, 26, 30), (b"PK\x01\x02", 10, 16, 24, 28, 46)]
+
+
+def patch_entry(data: bytes, name: str, *, method=None, crc=None, size=None) -> bytes:
+    """The zip ``data`` with both headers of the entry ``name`` claiming other fields."""
+    data, raw, patched = bytearray(data), name.encode(), 0
+    for signature, at_method, at_crc, at_size, at_length, at_name in _HEADERS:
+        i = data.find(signature)
+        while i >= 0:
+            length = int.from_bytes(data[i + at_length:i + at_length + 2], "little")
+            if data[i + at_name:i + at_name + length] == raw:
+                for value, at, width in ((method, at_method, 2), (crc, at_crc, 4), (size, at_size, 4)):
+                    if value is not None:
+                        data[i + at:i + at + width] = value.to_bytes(width, "little")
+                patched += 1
+            i = data.find(signature, i + 1)
+    assert patched == 2, f"{name}: {patched} headers found"
+    return bytes(data)
+
+
+def rename_entries(data: bytes, names: dict[bytes, bytes]) -> bytes:
+    """The zip ``data`` with each placeholder name replaced by raw bytes of the same length,
+    and flag bit 11 (UTF-8) left unset: names in whatever encoding the zipping machine had."""
+    for placeholder, raw in names.items():
+        assert len(placeholder) == len(raw) and data.count(placeholder) == 2
+        data = data.replace(placeholder, raw)
+    return data
+
+
+def add_symlink(archive: zipfile.ZipFile, name: str, target) -> None:
+    entry = zipfile.ZipInfo(name)
+    entry.create_system, entry.external_attr = 3, (stat.S_IFLNK | 0o777) << 16
+    archive.writestr(entry, str(target))
+
+
+def add_deflated(archive: zipfile.ZipFile, name: str, stream: bytes) -> None:
+    """An entry whose data is the raw deflate ``stream`` (fix its headers with ``patch_entry``)."""
+    archive.writestr(zipfile.ZipInfo(name), stream, compress_type=zipfile.ZIP_STORED)
+
+
+def zeros_deflated(megabytes: int) -> bytes:
+    """A raw deflate stream of ``megabytes`` MB of zeros, about 1 KB for each."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return block * megabytes + compressor.flush()
+
+
+def test_zip_entries_are_extracted_as_plain_notebooks_inside(tmp_path):
+    outside, victim = tmp_path / "outside", tmp_path / "victim.ipynb"
+    outside.mkdir()
+    victim.write_text("{}")
+    absolute = tmp_path / "absolute" / "kernels.ipynb"
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        # a link to a folder outside, then a notebook written "through" it
+        add_symlink(handle, "ana/work", outside)
+        handle.writestr("ana/work/kernels.ipynb", "{}")
+        handle.writestr("ana/data.bin", "not a notebook: not extracted")
+        add_symlink(handle, "ben/kernels.ipynb", victim)
+        handle.writestr("cai/" + "../" * 30 + str(tmp_path / "escaped.ipynb").lstrip("/"), "{}")
+        handle.writestr(str(absolute), "{}")
+        add_deflated(handle, "dan/kernels.ipynb", zeros_deflated(3 << 10))  # 3 GB of zeros
+        add_deflated(handle, "eve/kernels.ipynb", zeros_deflated(64))
+        add_deflated(handle, "gil/kernels.ipynb", b"not deflate data")
+        handle.writestr("hal/kernels.ipynb", "{}")
+        handle.writestr("XXXXX/kernels.ipynb", "{}")
+        handle.writestr("YYYYY/kernels.ipynb", "{}")
+        handle.writestr("fay\x1b]0;title\x07/kernels.ipynb", "{}")
+    data = patch_entry(archive.read_bytes(), "dan/kernels.ipynb", method=8, size=3 << 30)
+    # says 1 KB, inflates to 64 MB: zipfile stops at 1 KB, whose checksum is not the zip's
+    data = patch_entry(data, "eve/kernels.ipynb", method=8, size=1024,
+                       crc=zlib.crc32(bytes(64 << 20)))
+    data = patch_entry(data, "gil/kernels.ipynb", method=8)
+    data = patch_entry(data, "hal/kernels.ipynb", method=9)  # deflate64
+    archive.write_bytes(rename_entries(data, {b"XXXXX": "élève".encode("latin-1"),
+                                              b"YYYYY": "José".encode()}))
+
+    root = unpack(archive, tmp_path / "out")
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+    assert files == {"ana/work/kernels.ipynb", "ben/kernels.ipynb", "cai/" + str(tmp_path / "escaped.ipynb").lstrip("/"),
+                     str(absolute).lstrip("/"), "dan/kernels.ipynb", "eve/kernels.ipynb",
+                     "gil/kernels.ipynb", "hal/kernels.ipynb", "ΘlΦve/kernels.ipynb", "José/kernels.ipynb"}
+    assert not [p for p in root.rglob("*") if p.is_symlink()]
+    assert not any(outside.iterdir()) and victim.read_text() == "{}"
+    assert not (tmp_path / "escaped.ipynb").exists() and not absolute.exists()
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 1 << 10
+    assert {name: refusal(root / name) for name in sorted(files)} == {
+        "ana/work/kernels.ipynb": None, "José/kernels.ipynb": None, "ΘlΦve/kernels.ipynb": None,
+        "ben/kernels.ipynb": "a symbolic link in the zip (not followed)",
+        "cai/" + str(tmp_path / "escaped.ipynb").lstrip("/"):
+            "a path in the zip that leads out of its folder (..)",
+        str(absolute).lstrip("/"): "an absolute path in the zip",
+        "dan/kernels.ipynb": "larger than 100 MB (the zip says 3072 MB unzipped)",
+        "eve/kernels.ipynb": "damaged in the zip (a wrong checksum or header)",
+        "gil/kernels.ipynb": "damaged in the zip (its compressed data is cut short or invalid)",
+        "hal/kernels.ipynb": "compressed in the zip by a method that cannot be read"}
+    assert (root / "ana" / "work" / "kernels.ipynb").read_text() == "{}"
+
+
+def test_a_refused_entry_does_not_hide_a_notebook_of_the_same_path(tmp_path):
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as handle, pytest.warns(UserWarning, match="Duplicate name"):
+        handle.writestr("ana/kernels.ipynb", "{}")
+        add_symlink(handle, "ana/kernels.ipynb", "/etc/passwd")
+    root = unpack(archive, tmp_path / "out")
+    assert (root / "ana" / "kernels.ipynb").read_text() == "{}"
+    assert refusal(root / "ana" / "kernels.ipynb") is None
+
+
+def test_zip_bomb_of_many_notebooks_is_refused_before_unzipping(tmp_path, monkeypatch):
+    monkeypatch.setattr(intake, "MAX_UNZIPPED_BYTES", 3 << 20)
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+        for student in ("ana", "ben", "cai", "dan"):
+            handle.writestr(f"{student}/kernels.ipynb", bytes(1 << 20))
+    with pytest.raises(SubmissionsError, match="its notebooks unzip to 4 MB, more than the 3 MB "
+                                               "allowed: a zip bomb"):
+        unpack(archive, tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*.ipynb"))
+
+
+def test_a_huge_notebook_is_found_by_its_name_without_being_read(tmp_path):
+    huge = tmp_path / "ana" / "kernels.ipynb"
+    hand_in(huge, "kernels")
+    os.truncate(huge, 2 << 30)  # sparse
+    hand_in(tmp_path / "ben" / "kernels.ipynb", "kernels")
+    tracemalloc.start()
+    try:
+        rows = found(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows[("ana", "kernels")] == ("kernels.ipynb", 1)
+    assert peak < 16 << 20

@@ -466,5 +466,5 @@ MISTAKES = [
             {"margin_loss": edit(
                 "return (logits.logsumexp(dim=1) - logits.gather(1, target[:, None]).squeeze(1)).mean()",
                 "return torch.nn.functional.cross_entropy(logits, target)")},
-            {"margin_loss"}, "an existing implementation", {"margin_loss"}),
+            {"margin_loss"}, "an existing implementation"),
 ]

@@ -1049,7 +1049,7 @@ MISTAKES = [
     Mistake("calls_builtin",
             {"group_norm": edit("    ### BEGIN SOLUTION\n",
                                 "    return F.group_norm(input, num_groups, weight, bias, eps)\n")},
-            {"group_norm"}, "group_norm calls torch.nn.functional.group_norm", flagged={"group_norm"}),
+            {"group_norm"}, "group_norm calls torch.nn.functional.group_norm"),
     Mistake("correct_but_warns",
             {"layer_norm": edit("    ### BEGIN SOLUTION\n",
                                 "    import sys, warnings\n"

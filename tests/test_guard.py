@@ -1,0 +1,231 @@
+"""The no-built-in rule at torch's dispatcher, in the verification worker (autograder/worker.py):
+an answer that switches the notebook's guard off still cannot call the op it re-implements."""
+import importlib
+import itertools
+import textwrap
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autograder import sandbox, verify
+from autograder.checks import CONV_OPS, NORM_OPS
+from autograder.worker import matches
+from tests.helpers import CHAPTERS, chapter_of, reference, released, submission
+
+UID = sandbox.own_uid()
+LAYER_NORM = frozenset({"layer_norm", "native_layer_norm"})
+X = np.linspace(-2, 3, 24).reshape(2, 3, 4)
+
+# an answer cell that switches the notebook's guard off first
+SWITCHED_OFF = """
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.setprofile(None)
+sys.settrace(None)
+
+
+def answer(x):
+    return {call}
+
+
+def own_layer_norm(x):
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-5)
+"""
+
+
+class Sandboxed:
+    """A verification worker holding ``cells``; ``run(code, forbidden, allowed)`` is ``result``
+    on the input ``x``."""
+
+    def __init__(self, *cells: str):
+        self.worker = verify.Worker([textwrap.dedent(c) for c in cells], uid=UID, sandboxed=True,
+                                    timeout=60)
+        self.k = 0
+
+    def run(self, code, forbidden=frozenset(), allowed=frozenset()):
+        self.k += 1
+        return self.worker.run(self.k, verify.Probe(code, None), {"x": X}, forbidden, allowed)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.worker.close()
+
+
+@pytest.mark.parametrize("call, op", [
+    ("F.layer_norm(x, x.shape[-1:])", "aten::layer_norm"),
+    ("torch.layer_norm(x, [x.shape[-1]])", "aten::layer_norm"),
+    ("torch.ops.aten.native_layer_norm.default(x, [x.shape[-1]], None, None, 1e-5)[0]",
+     "aten::native_layer_norm"),
+    ("torch.ops.aten.native_layer_norm(x, [x.shape[-1]], None, None, 1e-5)[0]",
+     "aten::native_layer_norm"),
+    ("nn.LayerNorm(x.shape[-1]).double()(x)", "aten::layer_norm"),
+    ("torch.vmap(lambda row: F.layer_norm(row, row.shape[-1:]))(x)", "aten::layer_norm"),
+    ("torch.inference_mode()(lambda: F.layer_norm(x.clone(), x.shape[-1:]))()", "aten::layer_norm"),
+    ("torch.autograd.grad(F.layer_norm(x.requires_grad_(), x.shape[-1:]).sum(), x)[0]",
+     "aten::layer_norm"),
+])
+def test_a_forbidden_op_raises_however_it_is_reached(call, op):
+    with Sandboxed(SWITCHED_OFF.format(call=call)) as worker:
+        with pytest.raises(verify.ProbeError, match=f"RuntimeError: the exercise forbids {op}$"):
+            worker.run("result = answer(x)", LAYER_NORM)
+
+
+def test_allowed_ops_work_and_the_guard_follows_each_request():
+    x = torch.from_numpy(X)
+    expected = F.layer_norm(x, x.shape[-1:]).numpy()
+    with Sandboxed(SWITCHED_OFF.format(call="F.layer_norm(x, x.shape[-1:])")) as worker:
+        own, = worker.run("result = own_layer_norm(x)", LAYER_NORM)
+        np.testing.assert_allclose(own, expected, atol=1e-12)
+        other, = worker.run("result = F.batch_norm(x, None, None, training=True)", LAYER_NORM)
+        np.testing.assert_allclose(other, F.batch_norm(x, None, None, training=True).numpy())
+        with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
+            worker.run("result = answer(x)", LAYER_NORM)
+        # an item that forbids nothing, and one whose course code calls the op itself
+        np.testing.assert_allclose(worker.run("result = answer(x)")[0], expected)
+        np.testing.assert_allclose(worker.run("result = answer(x)", LAYER_NORM,
+                                              {"aten::layer_norm", "aten::native_layer_norm"})[0],
+                                   expected)
+        with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
+            worker.run("result = answer(x)", LAYER_NORM)
+
+
+UNDOES = """
+import sys
+
+import torch
+import torch.library
+
+# what the worker's own code might look the guard up with, made useless
+torch._C._dispatch_get_all_op_names = lambda: []
+torch._C._dispatch_has_kernel_for_dispatch_key = lambda *args: False
+torch._C._dispatch_library = lambda *args: None
+torch.library.Library = None
+for module in list(sys.modules.values()):
+    if hasattr(module, "_dispatcher_guard"):  # the worker's own module
+        module.matches = lambda op, names: False
+        module._refusal = lambda op: lambda *args, **kwargs: None
+
+
+def undo():
+    # every registration in reach without the interpreter's frames or the collector (which
+    # get an answer flagged): module globals, one level into them, the answer's own namespace
+    found = [value for module in list(sys.modules.values())
+             for value in list(getattr(module, "__dict__", {}).values())] + list(globals().values())
+    found += [item for value in found if isinstance(value, (list, tuple, set, dict))
+              for item in (value.values() if isinstance(value, dict) else value)]
+    for value in found:
+        if type(value).__name__ == "_DispatchModule":
+            value.reset()
+        if type(value).__name__ == "Library":
+            value._destroy()
+        if type(value).__name__ == "function" and value.__name__ == "_dispatcher_guard":
+            value()(frozenset(), frozenset())  # a guard of its own, lifted
+    torch.library._impls.clear()
+    return torch.nn.functional.layer_norm
+"""
+
+
+def test_the_guard_cannot_be_switched_off_from_the_submission():
+    with Sandboxed(SWITCHED_OFF.format(call="undo()(x, x.shape[-1:])"), UNDOES) as worker:
+        with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
+            worker.run("result = answer(x)", LAYER_NORM)
+
+
+def test_verification_fails_an_answer_that_switches_the_notebook_guard_off(tmp_path):
+    norms = chapter_of("layer_norm").name
+    cheat = reference(norms, "layer_norm").replace("    ### BEGIN SOLUTION\n", """\
+    import sys
+    sys.setprofile(None)
+    return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
+""")
+    path = tmp_path / f"{norms}.ipynb"
+    nbformat.write(submission(norms, {"layer_norm": cheat}), path)
+    verdicts = verify.verify(norms, released(norms), path, uid=UID)
+    assert verdicts.pop("layer_norm") == "RuntimeError: the exercise forbids aten::layer_norm"
+    assert not any(verdicts.values()), verdicts
+
+
+def test_forbidden_ops_are_read_per_item_from_the_notebook_tests():
+    atrous = verify.forbidden_ops(released(chapter_of("ASPP").name))
+    assert {"conv2d", "convolution", "mkldnn_convolution"} <= atrous["conv2d"]
+    assert atrous["ASPP"] == atrous["DUC"] == frozenset()  # they build on nn.Conv2d
+    norms = verify.forbidden_ops(released(chapter_of("batch_norm_backward").name))
+    assert norms["batch_norm"] == norms["batch_norm_backward"]  # autograd's entry points left out
+    assert {"batch_norm", "native_layer_norm", "group_norm"} <= norms["batch_norm"]
+    nms = verify.forbidden_ops(released(chapter_of("soft_nms").name))
+    assert {"nms", "batched_nms", "roi_align"} <= nms["soft_nms"]  # the setup's own set
+
+
+def test_the_reference_run_names_the_ops_its_stand_ins_call():
+    norms = chapter_of("BatchNorm2d").name
+    probe = verify.probes(norms)["BatchNorm2d"][0]  # the module with F.batch_norm as a stand-in
+    inputs = probe.inputs(np.random.default_rng(0))
+    _, calls = verify.expected(norms, probe, inputs, calls=True)
+    assert {"aten::batch_norm", "aten::native_batch_norm"} <= calls
+    assert verify.expected(norms, probe, inputs)[1] == frozenset()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=str)
+def test_every_reference_answer_passes_under_the_guard(chapter, tmp_path):
+    path = tmp_path / f"{chapter.name}.ipynb"
+    nbformat.write(submission(chapter.name, {}), path)
+    verdicts = verify.verify(chapter.name, released(chapter.name), path, uid=UID)
+    assert not any(verdicts.values()), verdicts
+
+
+# what a built-in reaches that computes nothing of the op: memory, views, copies, queries
+LAYOUT = {"aten::_nnpack_available", "aten::as_strided_", "aten::cat", "aten::clone",
+          "aten::contiguous", "aten::detach", "aten::resize_as_", "aten::squeeze",
+          "aten::unsqueeze", "aten::zero_"}
+
+
+def _reached(run):
+    """The operators ``run()`` calls, nested and backward ones included."""
+    with torch.autograd.profiler_legacy.profile() as calls:
+        run()
+    return {event.name for event in calls.function_events if event.name.startswith("aten::")}
+
+
+def _convolutions():
+    """(a torch convolution, the course's conv2d where it has one) on each configuration."""
+    atrous = importlib.import_module(chapter_of("conv2d").reference)
+    for dtype, dims, (stride, dilation, groups) in itertools.product(
+            (torch.float32, torch.float64), (1, 2, 3), [(1, 1, 1), (2, 1, 2), (1, 2, 1), (2, 2, 4)]):
+        x = torch.randn(2, 4, *[7] * dims, dtype=dtype, requires_grad=True)
+        w = torch.randn(4, 4 // groups, *[3] * dims, dtype=dtype, requires_grad=True)
+        conv, transposed = getattr(F, f"conv{dims}d"), getattr(F, f"conv_transpose{dims}d")
+        course = (lambda: atrous.conv2d(x, w, None, stride, 1, dilation, groups).sum().backward()) \
+            if dims == 2 else (lambda: None)
+        yield lambda: conv(x, w, None, stride, 1, dilation, groups).sum().backward(), course
+        yield lambda: transposed(x, w, None, stride, 1, 0, groups, dilation).sum().backward(), course
+
+
+def _norms():
+    norms = importlib.import_module(chapter_of("group_norm").reference)
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    stats = torch.zeros(4, dtype=x.dtype), torch.ones(4, dtype=x.dtype)
+    for call in (lambda f: f.batch_norm(x, *stats, None, None, True), lambda f: f.layer_norm(x, (5, 6)),
+                 lambda f: f.group_norm(x, 2), lambda f: f.instance_norm(x)):
+        yield lambda: call(F).sum().backward(), lambda: call(norms).sum().backward()
+
+
+@pytest.mark.parametrize("cases, forbidden", [(_convolutions, CONV_OPS), (_norms, NORM_OPS)],
+                         ids=["convolution", "normalisation"])
+def test_the_forbidden_names_cover_every_kernel_a_builtin_reaches(cases, forbidden):
+    """Whatever torch's function reaches (fused, backend and backward kernels), the course's
+    own version does not, and is not layout work, is refused under the chapter's names."""
+    builtin, course = set(), set()
+    for run_builtin, run_course in cases():
+        builtin |= _reached(run_builtin)
+        course |= _reached(run_course)
+    assert {op for op in builtin - course - LAYOUT if not matches(op, forbidden)} == set()
