@@ -34,7 +34,8 @@ BOOK_INPUTS ?= requirements.txt $(wildcard solutions/*.py)
 INPUTS = $(shell cat $(BOOK_INPUTS) | sha256sum | cut -d' ' -f1)
 
 # Cached outputs are keyed on each page's code: they all go when INPUTS change.
-# The pages run into the execution cache BOOK_JOBS at a time (each uses one thread),
+# The pages run into the execution cache BOOK_JOBS at a time (each uses one thread: torch's
+# is set by each page, BLAS and OpenMP pools' here),
 # and Jupyter Book renders them from there. Jupyter Book exits 0 when a cell
 # fails: a page that failed here runs again inside the build, where
 # -W --keep-going reports every failing cell and warning and exits non-zero.
@@ -45,7 +46,8 @@ book-cache: system-book $(BIN)/.installed
 	@test "$$(cat $(CACHE)/inputs 2>/dev/null)" = "$(INPUTS)" || \
 	  { rm -rf $(CACHE) && mkdir -p $(CACHE) && echo "$(INPUTS)" > $(CACHE)/inputs; }
 	printf '%s\n' $(PAGES) | xargs -r $(BIN)/jcache notebook --cache-path $(CACHE) add --reader myst_nb_md
-	printf '%s\n' $(PAGES) | xargs -r -P $(BOOK_JOBS) -n 1 \
+	printf '%s\n' $(PAGES) | OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+	  xargs -r -P $(BOOK_JOBS) -n 1 \
 	  $(BIN)/jcache notebook --cache-path $(CACHE) execute --no-force --timeout $(TIMEOUT)
 
 test: system-test $(BIN)/.installed

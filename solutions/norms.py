@@ -56,20 +56,30 @@ class _Normalize(torch.autograd.Function):
     def forward(ctx, x, dims, weight, bias, eps):
         ### BEGIN SOLUTION
         n = math.prod(x.shape[d] for d in dims)
+
+        def mean_square(t):  # over dims: the norm of each row first, a fast reduction
+            row_norms = torch.linalg.vector_norm(t, dim=-1, keepdim=True)
+            return row_norms.square().sum_to_size(mean.shape) / n
+
         mean = x.mean(dims, keepdim=True)
-        out = x - mean  # the centred input, turned into the output in place below
-        # The variance as the mean square of the centred input: accurate however far the
-        # mean lies from 0 (torch.var_mean is tens of times slower on CPU). The norm of
-        # each row first: along the contiguous last dimension a reduction is fast.
-        var = torch.linalg.vector_norm(out, dim=-1, keepdim=True).square().sum_to_size(mean.shape) / n
+        # The variance as E[x^2] - mean^2: x read twice, nothing written (torch.var_mean
+        # is tens of times slower on CPU). Rounding loses a few eps * E[x^2] of it; where
+        # eps * E[x^2] exceeds 1e-6 of the variance (in float32, a mean more than 2.7
+        # standard deviations from 0), the variance is taken again, as the mean square of
+        # the centred input.
+        mean_sq = mean_square(x)
+        var = mean_sq - mean.square()
+        if (torch.finfo(x.dtype).eps * mean_sq > 1e-6 * var).any():
+            var = mean_square(x - mean)
         rstd = torch.rsqrt(var + eps)
         per_column = weight is not None and weight.shape[-1] > 1
-        if per_column:  # weight and bias are rows too: one vectorised pass
-            torch.addcmul(bias, out.mul_(rstd), weight, out=out)
-        else:
-            out.mul_(rstd if weight is None else rstd * weight)  # one number per row
-            if bias is not None:
-                out.add_(bias)
+        if per_column:  # x_hat, then weight and bias, rows of their own, in place
+            out = torch.addcmul(-mean * rstd, x, rstd)
+            torch.addcmul(bias, out, weight, out=out)
+        else:  # one scale and one shift per row: a single pass over x
+            scale = rstd if weight is None else rstd * weight
+            shift = -mean * scale if bias is None else bias - mean * scale
+            out = torch.addcmul(shift, x, scale)
         ctx.save_for_backward(x, mean, rstd, weight)
         ctx.n, ctx.per_column = n, per_column
         ctx.bias_shape = None if bias is None else bias.shape
@@ -86,10 +96,11 @@ class _Normalize(torch.autograd.Function):
         # With x_hat = (x - mean) * rstd, dL/dx_hat = g * weight. Per row, the sums of
         # dL/dx_hat and of dL/dx_hat * x; the gradients of weight and bias sum g * x_hat
         # and g, with g * x_hat = (g * x - mean * g) * rstd.
-        if ctx.per_column:  # x (M, L), weight (L,): matrix-vector products
+        if ctx.per_column:  # x (M, L), weight (L,): matrix products
             sum_dxhat, sum_dxhat_x = (g @ weight)[:, None], (gx @ weight)[:, None]
-            grad_weight = (rstd.T @ gx - (rstd * mean).T @ g).view(weight.shape)
-            grad_bias = g.sum(0)
+            # the two sums of g over the batch in one pass: weighted by rstd * mean and by 1
+            sum_g_mean_rstd, grad_bias = torch.cat([rstd * mean, torch.ones_like(mean)], 1).T @ g
+            grad_weight = (rstd.T @ gx).view(weight.shape) - sum_g_mean_rstd
         else:
             sum_g, sum_gx = g.sum(-1, keepdim=True), gx.sum(-1, keepdim=True)
             w = 1 if weight is None else weight
@@ -100,15 +111,16 @@ class _Normalize(torch.autograd.Function):
         # means over the statistics' set of dL/dx_hat and of dL/dx_hat * x_hat
         mean_dxhat = sum_dxhat.sum_to_size(mean.shape) / ctx.n
         mean_dxhat_xhat = rstd * (sum_dxhat_x.sum_to_size(mean.shape) / ctx.n - mean * mean_dxhat)
-        # grad_x = rstd * (dL/dx_hat - mean_dxhat - x_hat * mean_dxhat_xhat): rstd * weight
-        # * g plus, per row, a multiple of x and a constant; written over g * x, now summed
-        if ctx.per_column:
-            grad_x = torch.mul(g, weight, out=gx).mul_(rstd)
-        else:
-            grad_x = torch.mul(g, rstd if weight is None else rstd * weight, out=gx)
-        x_coef = -rstd * rstd * mean_dxhat_xhat
-        const = rstd * (rstd * mean * mean_dxhat_xhat - mean_dxhat)
-        grad_x.addcmul_(x, x_coef).add_(const)
+        # grad_x = rstd * (dL/dx_hat - mean_dxhat - x_hat * mean_dxhat_xhat)
+        #        = rstd * (weight * g + x_coef * x + const), x_coef and const one number per
+        # row, written over g * x, now summed
+        x_coef = -rstd * mean_dxhat_xhat
+        const = rstd * mean * mean_dxhat_xhat - mean_dxhat
+        if ctx.per_column:  # rstd varies down the batch, weight along the row: rstd last
+            grad_x = torch.addcmul(const, x, x_coef, out=gx).addcmul_(g, weight).mul_(rstd)
+        else:  # everything one number per row: two passes
+            scale = rstd if weight is None else rstd * weight
+            grad_x = torch.addcmul(rstd * const, g, scale, out=gx).addcmul_(x, rstd * x_coef)
         return grad_x, None, grad_weight, grad_bias, None
         ### END SOLUTION
 

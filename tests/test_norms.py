@@ -261,9 +261,9 @@ def test_group_norm_extremes_are_layer_and_instance_norm(shape):
     lambda x: R.group_norm(x, 2),
 ], ids=["batch_norm", "layer_norm", "instance_norm", "group_norm"])
 def test_float32_with_the_mean_ten_standard_deviations_from_zero(fn):
-    # The variance from the centred input: E[x^2] - mean^2 would lose about
-    # (mean / std)^2 * 6e-8 of it in float32, 1e-4 of the output here; PyTorch's
-    # kernels agree with float64 to about 2e-6.
+    # E[x^2] - mean^2 alone would lose about (mean / std)^2 * 6e-8 of the variance in
+    # float32, 1e-4 of the output here: the reference takes it again from the centred
+    # input. PyTorch's kernels agree with float64 to about 2e-6.
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 4, 16, 16, generator=g) + 10
     out = fn(x)
