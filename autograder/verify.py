@@ -12,9 +12,9 @@ the reference module's.
 
 The no-built-in rule holds in the worker where the submission cannot switch it
 off: while an item's probe runs, the operators that the item's notebook tests
-forbid (``forbidden_ops``) raise at torch's dispatcher, but those that the
-reference's run of the same probe calls (the stand-ins a probe hands the answer
-are the course's code, which the notebook's guard does not count either).
+forbid (``forbidden_ops``) raise at torch's dispatcher. So no probe hands an
+answer a stand-in built on such an op (the notebook's tests may: their guard
+does not count the course's code).
 """
 import ast
 import importlib
@@ -121,24 +121,8 @@ def _split(inputs: dict) -> tuple[dict, dict]:
     return arrays, {k: v for k, v in inputs.items() if k not in arrays}
 
 
-def _operators_called(run: Callable[[], None]) -> frozenset[str]:
-    """The operators ``run()`` calls, nested and backward ones included ("aten::batch_norm").
-    torch's legacy profiler, its records read raw: building its events costs several runs."""
-    from torch.autograd import _disable_profiler_legacy, _enable_profiler_legacy
-    from torch.autograd.profiler_legacy import profile
-    _enable_profiler_legacy(profile().config())
-    try:
-        run()
-    finally:
-        records = _disable_profiler_legacy()
-    return frozenset(event.name() for thread in records for event in thread)
-
-
-def expected(assignment: str, probe: Probe, inputs: dict, calls: bool = False
-             ) -> tuple[list[tuple[str, np.ndarray]], frozenset[str]]:
-    """What the reference computes for ``probe`` on ``inputs`` ((where in ``result``, array)),
-    and, if ``calls``, the operators it calls doing so: the course's own code (a probe's
-    stand-ins) may call the ops an item forbids its answer."""
+def expected(assignment: str, probe: Probe, inputs: dict) -> list[tuple[str, np.ndarray]]:
+    """What the reference computes for ``probe`` on ``inputs``: (where in ``result``, array)."""
     import torch
 
     from .worker import _flatten
@@ -146,12 +130,8 @@ def expected(assignment: str, probe: Probe, inputs: dict, calls: bool = False
     scope = dict(vars(importlib.import_module(f"solutions.{assignment}")))
     scope.update(scalars)
     scope.update({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
-    code, called = compile(probe.code, "<probe>", "exec"), frozenset()
-    if calls:
-        called = _operators_called(lambda: exec(code, scope))
-    else:
-        exec(code, scope)
-    return _flatten(scope["result"]), called
+    exec(compile(probe.code, "<probe>", "exec"), scope)
+    return _flatten(scope["result"])
 
 
 def compare(actual: list[np.ndarray], wanted: list[tuple[str, np.ndarray]],
@@ -229,15 +209,15 @@ class Worker:
                     raise WorkerError("the worker's reply is too long")
         return json.loads(line)
 
-    def run(self, k: int, probe: Probe, inputs: dict, forbidden: frozenset[str] = frozenset(),
-            allowed: frozenset[str] = frozenset()) -> list[np.ndarray]:
+    def run(self, k: int, probe: Probe, inputs: dict,
+            forbidden: frozenset[str] = frozenset()) -> list[np.ndarray]:
         """``probe``'s outputs on ``inputs``, run with the operators whose names contain one
-        of ``forbidden`` refused at the dispatcher, but those in ``allowed``."""
+        of ``forbidden`` refused at the dispatcher."""
         arrays, scalars = _split(inputs)
         for name, array in arrays.items():
             np.save(self.inbox / f"in-{k}-{name}.npy", array, allow_pickle=False)
         self._send({"id": k, "code": probe.code, "scalars": scalars, "arrays": sorted(arrays),
-                    "forbidden": sorted(forbidden), "allowed": sorted(allowed)})
+                    "forbidden": sorted(forbidden)})
         answer = self._receive()
         if "error" in answer:
             raise ProbeError(answer["error"])
@@ -267,7 +247,6 @@ def verify(assignment: str, release: Path, submitted: Path, *, uid: int | None =
            sandboxed: bool = True, timeout: float = 60) -> dict[str, str | None]:
     """For each item: None when the submission's answer matches the reference on
     fresh random inputs, else what went wrong."""
-    from .worker import matches
     cells, uid = notebook_code(release, submitted), uid or sandbox.own_uid()
     forbidden = forbidden_ops(release)
     rng = np.random.default_rng(secrets.randbits(64))
@@ -277,13 +256,10 @@ def verify(assignment: str, release: Path, submitted: Path, *, uid: int | None =
             verdicts[item], names = None, forbidden.get(item, frozenset())
             for probe in item_probes:
                 k, inputs = next(ids), probe.inputs(rng)
-                wanted, calls = expected(assignment, probe, inputs, calls=bool(names))
-                # what the course's own code calls stays allowed, as in the notebook's guard
-                allowed = frozenset(op for op in calls if matches(op, names))
+                wanted = expected(assignment, probe, inputs)
                 try:
                     worker = worker or Worker(cells, uid=uid, sandboxed=sandboxed, timeout=timeout)
-                    verdicts[item] = compare(worker.run(k, probe, inputs, names, allowed), wanted,
-                                             probe)
+                    verdicts[item] = compare(worker.run(k, probe, inputs, names), wanted, probe)
                 except ProbeError as error:
                     verdicts[item] = str(error)
                 except (WorkerError, ValueError) as error:  # ValueError: bad JSON or .npy

@@ -6,11 +6,10 @@ in the working directory. The first request is
 ``{"cells": [source, ...]}``: the notebook's code, run in one namespace, each
 cell on its own so one broken cell does not hide the rest. Every later request
 is ``{"id": k, "code": source, "scalars": {...}, "arrays": [name, ...],
-"forbidden": [name, ...], "allowed": [op, ...]}``: the worker loads
-``in-k-<name>.npy`` as tensors, runs ``code`` in a copy of the namespace with
-every operator whose name contains one of ``forbidden`` refused at torch's
-dispatcher (``_dispatcher_guard``) but the ``allowed`` ones ("aten::batch_norm"),
-and writes the flattened ``result`` as ``out-k-<i>.npy``.
+"forbidden": [name, ...]}``: the worker loads ``in-k-<name>.npy`` as tensors,
+runs ``code`` in a copy of the namespace with every operator whose name contains
+one of ``forbidden`` refused at torch's dispatcher (``_dispatcher_guard``), and
+writes the flattened ``result`` as ``out-k-<i>.npy``.
 
 Whatever the submission prints goes to /dev/null; the protocol has its own
 file descriptors.
@@ -57,10 +56,9 @@ def _refusal(op: str):
 
 
 def _dispatcher_guard():
-    """``forbid(names, allowed)``: from now on every operator (any namespace, every overload)
-    whose name contains one of ``names``, but those in ``allowed`` ("aten::batch_norm"), raises
-    when called, whatever Python path reaches it, and what the previous call forbade is
-    allowed again.
+    """``forbid(names)``: from now on every operator (any namespace, every overload) whose
+    name contains one of ``names`` raises when called, whatever Python path reaches it, and
+    what the previous call forbade is allowed again.
 
     The refusal is registered at every dispatch key where the operator has a kernel (its
     backends, autograd, composite and batching kernels...), over the kernel it hides;
@@ -82,14 +80,14 @@ def _dispatcher_guard():
             pass
     registered = []
 
-    def forbid(names: frozenset[str], allowed: frozenset[str]) -> None:
+    def forbid(names: frozenset[str]) -> None:
         while registered:
             registered.pop().reset()
         libraries = {}
         with catch_warnings():  # each registration warns that it hides a kernel
             simplefilter("ignore")
             for op in op_names():
-                if op.partition(".")[0] in allowed or not is_forbidden(op, names):
+                if not is_forbidden(op, names):
                     continue
                 namespace, _, name = op.partition("::")
                 for key in keys:
@@ -113,7 +111,7 @@ def main() -> None:
         replies.write(json.dumps(message) + "\n")
         replies.flush()
 
-    forbid, forbidden = _dispatcher_guard(), (frozenset(), frozenset())
+    forbid, forbidden = _dispatcher_guard(), frozenset()
     namespace = {"__name__": "__main__"}
     errors = {}
     for index, source in enumerate(json.loads(requests.readline())["cells"]):
@@ -132,10 +130,10 @@ def main() -> None:
             scope[name] = torch.from_numpy(np.load(os.path.join(inbox, f"in-{k}-{name}.npy"),
                                                    allow_pickle=False))
         try:
-            wanted = frozenset(request["forbidden"]), frozenset(request["allowed"])
+            wanted = frozenset(request["forbidden"])
             if forbidden != wanted:
                 forbidden = None  # until every refusal is in place
-                forbid(*wanted)
+                forbid(wanted)
                 forbidden = wanted
             exec(compile(request["code"], f"<probe {k}>", "exec"), scope)
             arrays = _flatten(scope["result"])
