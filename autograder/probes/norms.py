@@ -10,8 +10,9 @@ LOOP_BATCH_NORM = STAND_IN + (Path(__file__).parent.parent / "oracles" / "norms_
 
 def loop_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                     momentum=0.1, eps=1e-5):
-    out, mean, var = batch_norm(input, running_mean, running_var, weight, bias, training,
-                                momentum, eps)
+    with torch.no_grad():  # the oracle reads the module's parameters as Python floats
+        out, mean, var = batch_norm(input, running_mean, running_var, weight, bias, training,
+                                    momentum, eps)
     if training and running_mean is not None:
         running_mean.copy_(mean)
         running_var.copy_(var)
