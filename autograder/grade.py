@@ -450,13 +450,22 @@ def _grade_claimed(ledger: Ledger, jobs: dict[str, Job], workers: int | None) ->
     other graders' (and taking over any whose lease expires)."""
     keys = list(jobs)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
-    running = {}
+
+    def new_pool():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker)
+
+    pool, running = new_pool(), {}
     try:
         while True:
             while len(running) < workers and (key := ledger.claim(keys)):
-                running[pool.submit(_grade_safely, jobs[key])] = key
+                try:
+                    future = pool.submit(_grade_safely, jobs[key])
+                except BrokenProcessPool:  # a worker process died: the rest goes on in a new pool
+                    pool.shutdown(wait=False)
+                    pool = new_pool()
+                    future = pool.submit(_grade_safely, jobs[key])
+                running[future] = key
             if not running:
                 if not ledger.waiting(keys):
                     return
@@ -467,12 +476,8 @@ def _grade_claimed(ledger: Ledger, jobs: dict[str, Job], workers: int | None) ->
                 key = running.pop(future)
                 try:
                     outcome = future.result()
-                except Exception as error:  # a worker process died: the rest goes on
+                except Exception as error:  # its worker process died with it
                     outcome = Outcome(Kind.GRADER_ERROR, f"{type(error).__name__}: {error}")
-                    if isinstance(error, BrokenProcessPool) and not running:
-                        pool.shutdown(wait=False)
-                        pool = ProcessPoolExecutor(workers, mp_context=context,
-                                                   initializer=_init_worker)
                 ledger.finish(key, outcome.to_json(), outcome.graded)
             ledger.renew(list(running.values()))
     finally:

@@ -52,16 +52,15 @@ class NoTerminalEscapes(NbGraderPreprocessor):
 
     def preprocess_cell(self, cell, resources, index):
         from autograder.verdict import no_escapes
+        clean = functools.partial(no_escapes, keep_colours=True)
         for output in cell.get("outputs", []):
-            if "text" in output:
-                output["text"] = no_escapes(output["text"], keep_colours=True)
-            if "traceback" in output:
-                output["traceback"] = [no_escapes(line, keep_colours=True) for line in output["traceback"]]
-            for key in ("ename", "evalue"):
+            for key in ("text", "ename", "evalue"):
                 if key in output:
-                    output[key] = no_escapes(output[key], keep_colours=True)
+                    output[key] = clean(output[key])
+            if "traceback" in output:
+                output["traceback"] = [clean(line) for line in output["traceback"]]
             if "text/plain" in output.get("data", {}):
-                output["data"]["text/plain"] = no_escapes(output["data"]["text/plain"], keep_colours=True)
+                output["data"]["text/plain"] = clean(output["data"]["text/plain"])
         return cell, resources
 
 

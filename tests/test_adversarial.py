@@ -74,76 +74,72 @@ def notebook_with(cells, edit=None):
     return nbformat.writes(nb)
 
 
-def _test_index(cells, item):
+def _index(cells, grade_id):
     return next(i for i, c in enumerate(cells)
-                if c.metadata.get("nbgrader", {}).get("grade_id") == f"test_{item}")
+                if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
 
 
 def _delete_test(cells):
-    del cells[_test_index(cells, "layer_norm")]
+    del cells[_index(cells, "test_layer_norm")]
 
 
 def _blank_test(cells):
-    cells[_test_index(cells, "batch_norm")].source = "pass"
+    cells[_index(cells, "test_batch_norm")].source = "pass"
 
 
 def _move_test_first(cells):
-    cells.insert(2, cells.pop(_test_index(cells, "instance_norm")))
-
-
-def _cell(cells, grade_id):
-    return next(c for c in cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    cells.insert(2, cells.pop(_index(cells, "test_instance_norm")))
 
 
 def _duplicate_test(cells):
     """A second test_layer_norm, after the real one, that passes anything."""
-    fake = copy.deepcopy(_cell(cells, "test_layer_norm"))
+    fake = copy.deepcopy(cells[_index(cells, "test_layer_norm")])
     fake.id, fake.source = "fake-test", "pass"
-    cells.insert(_test_index(cells, "layer_norm") + 1, fake)
+    cells.insert(_index(cells, "test_layer_norm") + 1, fake)
 
 
 def _duplicate_answer(cells):
     """A second layer_norm answer cell, right after the first, holding the stub."""
-    stub = copy.deepcopy(_cell(cells, "layer_norm"))
+    stub = copy.deepcopy(cells[_index(cells, "layer_norm")])
     stub.id, stub.source = "second-answer", answers(layer_norm=STUB)["layer_norm"]
-    cells.insert(cells.index(_cell(cells, "layer_norm")) + 1, stub)
+    cells.insert(_index(cells, "layer_norm") + 1, stub)
 
 
 def _rename_test(cells):
-    test = _cell(cells, "test_layer_norm")
+    test = cells[_index(cells, "test_layer_norm")]
     test.metadata.nbgrader.grade_id, test.source = "test_layer_norm_v2", "pass"
 
 
 def _rename_answer(cells):
-    _cell(cells, "layer_norm").metadata.nbgrader.grade_id = "my_layer_norm"
+    cells[_index(cells, "layer_norm")].metadata.nbgrader.grade_id = "my_layer_norm"
 
 
 def _raise_points(cells):
-    _cell(cells, "test_batch_norm").metadata.nbgrader.points = 1000
+    cells[_index(cells, "test_batch_norm")].metadata.nbgrader.points = 1000
 
 
 def _forge_checksum(cells):
     """test_layer_norm emptied, with the checksum of its new source."""
-    test = _cell(cells, "test_layer_norm")
+    test = cells[_index(cells, "test_layer_norm")]
     test.source = "pass"
     test.metadata.nbgrader.checksum = compute_checksum(test)
 
 
 def _lock_answer(cells):
-    answer = _cell(cells, "batch_norm")
+    answer = cells[_index(cells, "batch_norm")]
     answer.metadata.update(editable=False, deletable=False)
     answer.metadata.nbgrader.locked = True
 
 
 def _answer_as_test(cells):
     """The layer_norm answer cell claims to be a test cell worth 10 points."""
-    _cell(cells, "layer_norm").metadata.nbgrader.update(grade=True, solution=False, points=10)
+    cells[_index(cells, "layer_norm")].metadata.nbgrader.update(grade=True, solution=False, points=10)
 
 
 def _unlock_guard(cells):
     """The provided cell that installs the notebook's guard edited to switch it off, and
     marked as neither locked nor read-only."""
-    setup = _cell(cells, "setup")
+    setup = cells[_index(cells, "setup")]
     setup.source += "\n\ndef run_graded(fn, *args, forbidden=frozenset(), **kwargs):\n" \
                     "    return fn(*args, **kwargs)\n"
     setup.metadata.update(editable=True, deletable=True)
