@@ -6,11 +6,13 @@ and verification worker of a grading process is a fresh fork of it.
 message per request and one per reply:
 
 - ``{"op": "empty"}`` -> ``{}``: leave nothing of earlier children (below);
-- ``{"op": "kernel", "argv": [...], "cwd": path}`` -> ``{"pid": n}``: an IPython
-  kernel run with ipykernel's arguments ``argv``, in ``cwd``;
+- ``{"op": "kernel", "argv": [...], "cwd": path, "env": {...}}`` -> ``{"pid": n}``: an
+  IPython kernel run with ipykernel's arguments ``argv``, in ``cwd``, with nbgrader's
+  variables ``env`` (``NBGRADER_*``) set;
 - ``{"op": "worker", "argv": [...], "cwd": path}`` with two file descriptors, its
   stdin and stdout -> ``{"pid": n}``: a verification worker (``worker.py``);
-- ``{"op": "signal", "pid": n, "signum": s}`` -> ``{}``: signal the child's process group;
+- ``{"op": "signal", "pid": n, "signum": s}`` -> ``{}``: signal the child's process group
+  (SIGKILL returns once the child is reaped);
 - ``{"op": "poll", "pid": n}`` -> ``{"returncode": rc or None}``.
 
 Nothing of one child reaches the next. Before every fork the server empties the
@@ -23,6 +25,7 @@ at its fixed initial seed, their own session.
 """
 import ctypes
 import errno
+import importlib
 import json
 import os
 import signal
@@ -42,15 +45,23 @@ import worker  # noqa: E402
 del sys.path[0]
 
 PR_SET_DUMPABLE = 4
+# what a kernel imports as it starts, beyond ipykernel.kernelapp (ipykernel 6, IPython 8)
+KERNEL_IMPORTS = ("ipykernel.debugger", "IPython.core.completerlib", "IPython.core.debugger",
+                  "IPython.core.oinspect", "IPython.extensions.storemagic", "sqlite3",
+                  "tornado.platform.asyncio")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _warm_up() -> None:
-    """Pay the first-call costs of the ops every exercise uses, without drawing a random number."""
+    """Pay the first-call costs of the ops every exercise uses, without drawing a random number
+    (an optimizer's first step imports torch._dynamo: a second or more), and of a kernel's start."""
     state = torch.random.get_rng_state()
     x = torch.linspace(-1, 1, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8).requires_grad_()
     y = F.batch_norm(F.conv2d(x, torch.ones(4, 3, 3, 3), padding=1), None, None, training=True)
     F.max_pool2d(F.relu(y), 2).sum().backward()
+    torch.optim.Adam([x]).step()
+    for name in KERNEL_IMPORTS:
+        importlib.import_module(name)
     torch.autograd.gradcheck(lambda a: (a * a).sum(), torch.ones(3, dtype=torch.float64,
                                                                   requires_grad=True))
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -168,6 +179,9 @@ class Server:
                 os.killpg(pid, int(request["signum"]))
             except ProcessLookupError:
                 pass
+            if int(request["signum"]) == signal.SIGKILL:  # reaped now: its poll needs no wait
+                os.waitpid(pid, 0)
+                self.children.discard(pid)
             return {}
         if op == "poll":
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -204,7 +218,7 @@ def _child(request: dict, fds: list[int]) -> int:
     if request["op"] == "worker":
         worker.main()
     else:
-        os.environ["NBGRADER_EXECUTION"] = "autograde"
+        os.environ.update(request["env"])
         IPKernelApp.launch_instance(argv=request["argv"])
     return 0
 

@@ -6,6 +6,7 @@ import re
 import sys
 
 import bleach
+from jinja2 import BytecodeCache
 from nbconvert.exporters import HTMLExporter, TemplateExporter
 from nbconvert.filters.highlight import Highlight2HTML
 from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
@@ -119,6 +120,22 @@ def _highlighted(source: str, language: str, magics_language: str | None) -> str
     return Highlight2HTML(pygments_lexer=language)(source, metadata=metadata)
 
 
+class CompiledTemplates(BytecodeCache):
+    """Jinja's compiled templates, kept in memory for the grading process (nbgrader makes an
+    exporter, and so compiles its ten templates, for every page). Jinja checks each against
+    its template's source before use."""
+
+    def __init__(self):
+        self.compiled = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.compiled:
+            bucket.bytecode_from_string(self.compiled[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.compiled[bucket.key] = bucket.bytecode_to_string()
+
+
 class FeedbackExporter(HTMLExporter):
     """nbconvert's HTMLExporter (7.x) that colours each distinct cell once per grading
     process (most cells are the same in every submission), without its last step, a pass
@@ -136,6 +153,14 @@ class FeedbackExporter(HTMLExporter):
         self.register_filter("filter_data_type", WidgetsDataTypeFilter(
             notebook_metadata=self._nb_metadata, parent=self, resources=resources))
         return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.bytecode_cache = COMPILED_TEMPLATES
+        return environment
+
+
+COMPILED_TEMPLATES = CompiledTemplates()
 
 
 c.GenerateFeedback.exporter_class = FeedbackExporter

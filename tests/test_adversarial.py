@@ -30,7 +30,7 @@ from tests.test_intake import add_deflated, add_symlink, patch_entry, rename_ent
 pytestmark = pytest.mark.xdist_group("adversarial")
 
 STUB = None
-TIMEOUT = 15
+TIMEOUT = 6
 STOLEN = "window.dlbbStolen"  # what a script planted in feedback would set
 # terminal escapes: clear the screen, colour, retitle the window, write the clipboard (OSC 52),
 # a hyperlink (OSC 8), an 8-bit CSI

@@ -26,7 +26,6 @@ from autograder.__main__ import parser
 from autograder.ledger import TABLE
 from tests.helpers import ROOT, chapter_of, mistakes, points_per_item, submission, total
 
-pytestmark = pytest.mark.xdist_group("bookkeeping")
 # a chapter with a mistake that costs points, and its mistakes by student
 CHAPTER = chapter_of("batch_norm")
 A = CHAPTER.name

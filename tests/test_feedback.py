@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import CHAPTERS, ROOT, hidden_lines, reference, released, submission
 
-pytestmark = pytest.mark.xdist_group("grading")
+pytestmark = pytest.mark.xdist_group("feedback")  # its class, graded once
 
 # Right wherever it is called, except from a line of a hidden-test block: only a hidden
 # check fails, so its traceback would print hidden lines around the failing one.
@@ -218,3 +218,26 @@ def test_nbgrader_commands_work_in_a_fresh_course(tmp_path):
     page = course / "feedback" / student / A.name / f"{A.name}.html"
     loads = Page(page.read_text()).loads
     assert loads and all((page.parent / url).resolve().is_file() for url in loads), loads
+
+
+def test_a_second_feedback_page_compiles_no_template(tmp_path, monkeypatch):
+    """nbgrader makes an exporter for every page; the templates it compiled for the first
+    are reused, and the page comes out the same."""
+    import jinja2
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+    from autograder import course
+    cfg = GenerateFeedback(coursedir=CourseDirectory(), config=course.config(tmp_path)).config
+    exporter = cfg.GenerateFeedback.exporter_class
+    notebook = nbformat.read(released(A.name), as_version=4)
+    for cell in notebook.cells:  # as graded: no test passed
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.metadata.nbgrader.score = 0
+    nbgrader = {"notebook": A.name, "score": 0, "max_score": 1, "late_penalty": 0}
+    first, _ = exporter(config=cfg).from_notebook_node(notebook, {"nbgrader": nbgrader})
+    compiled, compile_ = [], jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile",
+                        lambda self, source, *a, **k: compiled.append(source) or compile_(self, source, *a, **k))
+    second, _ = exporter(config=cfg).from_notebook_node(notebook, {"nbgrader": nbgrader})
+    assert not compiled
+    assert second == first

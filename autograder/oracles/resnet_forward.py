@@ -5,7 +5,9 @@ The hidden tests load one random state_dict into a submission's module and
 compare its output with ``reference_resnet`` on the same state; the test
 suite checks ``solutions.resnet`` against it the same way. The ResNet item's
 hidden tests build networks from ``ReferenceBasicBlock``, ``ReferenceBottleneck``
-and ``reference_make_layer``, so they do not depend on a student's blocks.
+and ``reference_make_layer``, so they do not depend on a student's blocks; where only
+the layout and the initial BN weights count, from ``LayoutBasicBlock`` and
+``LayoutBottleneck``, whose convolution weights are never drawn.
 """
 import math
 
@@ -71,18 +73,22 @@ def reference_resnet(state, x, layers, training=True):
     return F.linear(x.mean((2, 3)), state["fc.weight"], state["fc.bias"])
 
 
+def block_convs(expansion, inplanes, planes):
+    """(index, in channels, out channels, kernel size) of each convolution of a block."""
+    kernels = [3, 3] if expansion == 1 else [1, 3, 1]
+    widths = [inplanes] + [planes] * (len(kernels) - 1) + [planes * expansion]
+    return [(index, widths[index - 1], widths[index], k) for index, k in enumerate(kernels, 1)]
+
+
 class ReferenceBasicBlock(nn.Module):
     """A block with torchvision's submodules whose forward is ``reference_block``."""
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None):
         super().__init__()
-        kernels = [3, 3] if self.expansion == 1 else [1, 3, 1]
-        widths = [inplanes] + [planes] * (len(kernels) - 1) + [planes * self.expansion]
-        for index, k in enumerate(kernels, 1):
-            self.add_module(f"conv{index}", nn.Conv2d(widths[index - 1], widths[index], k,
-                                                      padding=k // 2, bias=False))
-            self.add_module(f"bn{index}", nn.BatchNorm2d(widths[index]))
+        for index, c_in, c_out, k in block_convs(self.expansion, inplanes, planes):
+            self.add_module(f"conv{index}", nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False))
+            self.add_module(f"bn{index}", nn.BatchNorm2d(c_out))
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.stride = stride
@@ -92,6 +98,24 @@ class ReferenceBasicBlock(nn.Module):
 
 
 class ReferenceBottleneck(ReferenceBasicBlock):
+    expansion = 4
+
+
+class LayoutBasicBlock(nn.Module):
+    """Stands in for BasicBlock where only the layout and the BN layers count: in place of
+    each convolution a bare weight, left undrawn (no nn.Conv2d for ResNet to initialise)."""
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        for index, c_in, c_out, k in block_convs(self.expansion, inplanes, planes):
+            self.add_module(f"conv{index}", nn.Module())
+            getattr(self, f"conv{index}").weight = nn.Parameter(torch.empty(c_out, c_in, k, k))
+            self.add_module(f"bn{index}", nn.BatchNorm2d(c_out))
+        self.downsample = downsample
+
+
+class LayoutBottleneck(LayoutBasicBlock):
     expansion = 4
 
 
