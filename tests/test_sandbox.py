@@ -226,3 +226,21 @@ def test_every_graded_item_has_probes(chapter):
     probes = verify.probes(chapter.name)
     assert set(probes) == set(chapter.items), chapter.name
     assert all(probes[item] for item in chapter.items), chapter.name
+
+
+@pytest.mark.parametrize("confined", [True, False])
+def test_a_forked_kernel_gets_nbgraders_variables_and_nothing_else(tmp_path, monkeypatch, confined):
+    """A kernel forks from a server started before nbgrader set its variables; it still sees
+    them (NBGRADER_EXECUTION says which command runs it), and nothing the grader set since."""
+    from nbclient import NotebookClient
+    from traitlets.config import Config
+    sandbox.fork_server(sandbox.own_uid(), sandboxed=confined)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")
+    monkeypatch.setenv("DLBB_GRADER_SECRET", "not for submissions")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os; print(os.environ.get('NBGRADER_EXECUTION'), os.environ.get('DLBB_GRADER_SECRET'))")])
+    config = Config()
+    config.SandboxedKernelManager.confined = confined
+    NotebookClient(notebook, config=config, kernel_manager_class=sandbox.SandboxedKernelManager,
+                   resources={"metadata": {"path": str(tmp_path)}}, timeout=60).execute()
+    assert notebook.cells[0].outputs[0].text == "validate None\n"
