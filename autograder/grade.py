@@ -452,12 +452,8 @@ def _grade_claimed(ledger: Ledger, jobs: dict[str, Job], workers: int | None) ->
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
 
     def new_pool():
-        # workers fork from a process that imported the grading code and torch once per run
-        # (spawning each would import them again); this process has not (it holds database
-        # connections and threads that a fork must not copy)
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__, "torch"])
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker)
 
     pool, running = new_pool(), {}
     try:
