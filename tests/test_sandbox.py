@@ -229,7 +229,7 @@ def test_every_graded_item_has_probes(chapter):
 
 
 @pytest.mark.parametrize("confined", [True, False])
-def test_a_forked_kernel_gets_nbgraders_variables_and_nothing_else(tmp_path, monkeypatch, confined):
+def test_a_forked_kernel_gets_nbgraders_variables_but_not_what_the_grader_set_later(tmp_path, monkeypatch, confined):
     """A kernel forks from a server started before nbgrader set its variables; it still sees
     them (NBGRADER_EXECUTION says which command runs it), and nothing the grader set since."""
     from nbclient import NotebookClient
