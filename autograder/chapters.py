@@ -90,6 +90,11 @@ class Chapter:
         """Each graded item's points, in the exercise's order."""
         return {item: int(points) for item, points in ITEM.findall(self.template.read_text())}
 
+    @cached_property
+    def trains(self) -> bool:
+        """Whether the exercise's tests or probes step a ``torch.optim`` optimizer."""
+        return any("torch.optim" in self.files[piece].read_text() for piece in ("exercise source", "probes"))
+
     @property
     def points(self) -> int:
         return sum(self.items.values())

@@ -13,7 +13,9 @@ message per request and one per reply:
   stdin and stdout -> ``{"pid": n}``: a verification worker (``worker.py``);
 - ``{"op": "signal", "pid": n, "signum": s}`` -> ``{}``: signal the child's process group
   (SIGKILL returns once the child is reaped);
-- ``{"op": "poll", "pid": n}`` -> ``{"returncode": rc or None}``.
+- ``{"op": "poll", "pid": n}`` -> ``{"returncode": rc or None}``;
+- ``{"op": "step_optimizer"}`` -> ``{}``: pay, once, what a process's first optimizer step
+  imports (torch._dynamo, a second or two), for the children of a chapter that trains.
 
 Nothing of one child reaches the next. Before every fork the server empties the
 sandbox: when ``confined`` (alone in its pid namespace as the sandbox's uid) it kills
@@ -53,18 +55,23 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _warm_up() -> None:
-    """Pay the first-call costs of the ops every exercise uses, without drawing a random number
-    (an optimizer's first step imports torch._dynamo: a second or more), and of a kernel's start."""
+    """Pay the first-call costs of the ops every exercise uses, without drawing a random number,
+    and of a kernel's start."""
     state = torch.random.get_rng_state()
     x = torch.linspace(-1, 1, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8).requires_grad_()
     y = F.batch_norm(F.conv2d(x, torch.ones(4, 3, 3, 3), padding=1), None, None, training=True)
     F.max_pool2d(F.relu(y), 2).sum().backward()
-    torch.optim.Adam([x]).step()
     for name in KERNEL_IMPORTS:
         importlib.import_module(name)
     torch.autograd.gradcheck(lambda a: (a * a).sum(), torch.ones(3, dtype=torch.float64,
                                                                   requires_grad=True))
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def _step_optimizer() -> None:
+    x = torch.ones(3, requires_grad=True)
+    x.sum().backward()
+    torch.optim.Adam([x]).step()
 
 
 def _threads() -> int:
@@ -106,6 +113,7 @@ def _clear(folder: str) -> None:
 class Server:
     def __init__(self, sock: socket.socket, confined: bool, spool: str):
         self.sock, self.confined, self.spool, self.children = sock, confined, spool, set()
+        self.stepped = False
 
     def reap(self) -> None:
         for pid in list(self.children):
@@ -171,6 +179,11 @@ class Server:
             return {}
         if op in ("kernel", "worker"):
             return {"pid": self.fork(request, fds)}
+        if op == "step_optimizer":
+            if not self.stepped:
+                _step_optimizer()
+                self.stepped = True
+            return {}
         pid = int(request["pid"])
         if pid not in self.children:
             return {"returncode": -signal.SIGKILL} if op == "poll" else {}

@@ -21,6 +21,7 @@ import copy
 import csv
 import hashlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import shutil
@@ -180,6 +181,17 @@ def _quiet_gradebook() -> None:
     warnings.filterwarnings("ignore", category=SAWarning)
 
 
+def _worker_context():
+    """Where the grading workers come from: multiprocessing's fork server, which imports the
+    grading code and torch once (spawning each worker would import them again). This process
+    does not fork them itself: it holds database connections and threads that a fork must not
+    copy. Started before the release, the server imports meanwhile."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, "torch"])
+    multiprocessing.forkserver.ensure_running()
+    return context
+
+
 def _init_worker() -> None:
     import torch
     torch.set_num_threads(1)  # one worker per core: computing the expected outputs
@@ -228,6 +240,8 @@ def _grade(job: Job) -> Outcome:
             gradebook.remove_submission(job.assignment, job.student)
         except MissingEntry:
             pass
+    if job.sandboxed and chapters.get(job.assignment).trains:  # once for every kernel and check
+        sandbox.fork_server(sandbox.own_uid(), sandboxed=True).step_optimizer()
     _seconds.clear()
     start = time.perf_counter()
     result = api.autograde(job.assignment, job.student, force=True, create=True)
@@ -386,6 +400,7 @@ def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeo
     feedback_dir = out.parent / "feedback"
     course_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(db_url, lease)
+    context = _worker_context()
     with tempfile.TemporaryDirectory() as tmp:
         released = {chapter.name: chapter.exercise for chapter in chapters.CHAPTERS}
         found = collect(unpack(Path(submissions), Path(tmp)), identities(released))
@@ -415,7 +430,7 @@ def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeo
                 for student in {job.student for job in jobs.values()} - students_before:
                     gradebook.update_or_create_student(student)  # at once would both add them
         try:
-            _grade_claimed(ledger, jobs, workers)
+            _grade_claimed(ledger, jobs, workers, context)
         finally:
             ledger.release()
         recorded = ledger.outcomes(list(jobs))
@@ -444,16 +459,20 @@ def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeo
     return rows
 
 
-def _grade_claimed(ledger: Ledger, jobs: dict[str, Job], workers: int | None) -> None:
+def _grade_claimed(ledger: Ledger, jobs: dict[str, Job], workers: int | None,
+                   context: multiprocessing.context.BaseContext) -> None:
     """Grade what this grader claims of ``jobs`` until none is left waiting in the ledger:
-    up to ``workers`` at a time, renewing the claims while they run, then waiting for the
-    other graders' (and taking over any whose lease expires)."""
+    up to ``workers`` at a time (processes from ``context``), renewing the claims while they
+    run, then waiting for the other graders' (and taking over any whose lease expires)."""
     keys = list(jobs)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    if not ledger.waiting(keys):  # every outcome is recorded: no worker is needed
+        return
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
 
     def new_pool():
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker)
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+        pool.submit(int).result()  # the first worker waits for the fork server's imports: not
+        return pool                # while a claim's lease runs, which only the loop below renews
 
     pool, running = new_pool(), {}
     try:

@@ -247,6 +247,11 @@ class ForkServer:
         reply = self.request({"op": "worker", "argv": argv, "cwd": str(cwd)}, [stdin, stdout])
         return Forked(self, reply["pid"])
 
+    def step_optimizer(self) -> None:
+        """Import, once, what a process's first optimizer step imports (seconds of torch._dynamo),
+        so that no child of a chapter that trains pays it again."""
+        self.request({"op": "step_optimizer"})
+
     def request(self, message: dict, fds: list[int] = ()) -> dict:
         with self.lock:
             try:

@@ -162,6 +162,23 @@ def test_a_fork_leaves_nothing_to_the_next():
     assert _worker_sees("") == [0, 0, 0, 0]
 
 
+def test_a_server_that_stepped_an_optimizer_spares_its_children_the_imports():
+    """A chapter that trains has its grader's fork server take an optimizer step, once: every
+    child then starts with what a first step imports (torch._dynamo)."""
+    def child_has_dynamo() -> bool:
+        worker = verify.Worker(["import sys, torch"], uid=UID, sandboxed=True, timeout=60)
+        try:
+            probe = verify.Probe("result = torch.tensor('torch._dynamo' in sys.modules)", None)
+            return worker.run(0, probe, {})[0].item()
+        finally:
+            worker.close()
+
+    sandbox.fork_server(UID, sandboxed=True).close()  # the next is new: it has not stepped
+    assert not child_has_dynamo()
+    sandbox.fork_server(UID, sandboxed=True).step_optimizer()
+    assert child_has_dynamo()
+
+
 def test_a_child_cannot_reach_into_the_fork_server():
     """The server is not dumpable: its memory is closed to its children. A child that kills
     it (and so its whole sandbox) loses its own verdict only; the next child gets a new server."""
