@@ -1,7 +1,7 @@
 """Throughput of the course grader against plain, sequential ``nbgrader autograde``.
 
     PYTHONPATH=. python bench/grading.py            # 40 submissions of every assignment
-    PYTHONPATH=. python bench/grading.py --quick    # 2 submissions of the first chapter (smoke test)
+    PYTHONPATH=. python bench/grading.py --quick    # 1 submission of the first chapter (smoke test)
 
 Each synthetic submission is the released notebook with every answer cell
 either the reference or left as the stub (70 / 30, seeded), so scores vary.
@@ -63,10 +63,10 @@ def main() -> None:
     parser.add_argument("--per-assignment", type=int, default=40)
     parser.add_argument("--assignments", nargs="*", default=chapters.NAMES)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--quick", action="store_true", help="2 submissions of the first chapter")
+    parser.add_argument("--quick", action="store_true", help="1 submission of the first chapter")
     args = parser.parse_args()
     if args.quick:
-        args.per_assignment, args.assignments = 2, chapters.NAMES[:1]
+        args.per_assignment, args.assignments = 1, chapters.NAMES[:1]
     rng = random.Random(0)
     students = [f"student{i:03d}" for i in range(args.per_assignment)]
     with tempfile.TemporaryDirectory() as tmp:
