@@ -69,8 +69,8 @@ def _sources(spec: str) -> dict[str, str]:
     return sources
 
 
-def _objects_source(spec: str) -> str:
-    return "\n\n\n".join(source.rstrip() for source in _sources(spec).values())
+def _joined(sources: dict[str, str]) -> str:
+    return "\n\n\n".join(sources.values())
 
 
 def _file_source(relative_path: str) -> str:
@@ -88,7 +88,7 @@ def _expand(source: str) -> str:
         if match and match[1] == "include":
             lines.append(_file_source(match[2]))
         elif match and match[1] == "source":
-            lines.append(_objects_source(match[2]))
+            lines.append(_joined(_sources(match[2])))
         else:
             lines.append(line)
     return "\n".join(lines).strip()
@@ -114,12 +114,12 @@ def _render_code_cell(cell, index):
         if not match[2] or ":" not in match[2]:
             raise TemplateError(f"cell {index}: write '#| solution <module>:<name>' "
                                 "(or '<module>:<helper>,...,<name>')")
-        objects = _sources(match[2])
-        for name, source in objects.items():
+        sources = _sources(match[2])
+        for name, source in sources.items():
             if "### BEGIN SOLUTION" not in source:
                 raise TemplateError(f"{match[2]}: {name} has no BEGIN SOLUTION region")
-        cell.source = _expand(f"{_objects_source(match[2])}\n{rest}")
-        cell.metadata["nbgrader"] = _nbgrader(list(objects)[-1], solution=True)
+        cell.source = _expand(f"{_joined(sources)}\n{rest}")
+        cell.metadata["nbgrader"] = _nbgrader(list(sources)[-1], solution=True)
     elif kind == "tests":
         item, _, points = (match[2] or "").partition(" points=")
         if not item or not points.isdigit():
