@@ -220,11 +220,17 @@ def _api(job: Job):
 
 
 def _failure(log: str) -> str:
-    """The exception that stopped nbgrader, from its log: the last one but its own wrapper."""
-    errors = [line.strip() for line in log.splitlines()
-              if re.match(r"[\w.]+(Error|Exception): ", line.strip())
-              and "NbGraderException" not in line]
-    return (errors or log.strip().splitlines() or ["unknown error"])[-1][:200]
+    """The exception that stopped nbgrader, from its log: the last traceback's, but for
+    nbgrader's own wrapper around it."""
+    lines = log.splitlines()
+    raised = []
+    for i, line in enumerate(lines):
+        if line.strip() == "Traceback (most recent call last):":
+            indent = len(line) - len(line.lstrip())  # its frames are indented deeper
+            raised += [next((after.strip() for after in lines[i + 1:]
+                             if after.strip() and len(after) - len(after.lstrip()) <= indent), "")]
+    raised = [error for error in raised if error and "NbGraderException" not in error]
+    return (raised or [line.strip() for line in lines if line.strip()] or ["unknown error"])[-1][:200]
 
 
 def _grade(job: Job) -> Outcome:
@@ -308,17 +314,39 @@ def _in_gradebook(db_url: str) -> tuple[set[tuple[str, str]], set[str]]:
                 {student.id for student in gradebook.students})
 
 
-def _release(course_dir: Path, assignments: set, db_url: str) -> None:
-    """Release the assignments whose source changed or that the gradebook lacks."""
+def _cells(db_url: str, assignment: str) -> dict | None:
+    """The cells of ``assignment`` that nbgrader's gradebook holds, by notebook (None if it
+    lacks the assignment): what autograding reads of a release."""
     with Gradebook(db_url) as gradebook:
-        known = {a.name for a in gradebook.assignments}
-    for assignment in sorted(assignments):
-        source = course.notebook_path(course_dir, "source", assignment)
-        before = source.read_bytes() if source.is_file() else None
-        course.write_source(course_dir, assignment)
-        if (assignment not in known or before != source.read_bytes()
-                or not course.notebook_path(course_dir, "release", assignment).is_file()):
-            course.release(course_dir, assignment, db_url)
+        try:
+            notebooks = gradebook.find_assignment(assignment).notebooks
+        except MissingEntry:
+            return None
+        return {notebook.name: sorted((type(cell).__name__, cell.name, repr(sorted(
+            (k, v) for k, v in cell.to_dict().items() if k not in ("id", "notebook", "assignment"))))
+            for cell in notebook.grade_cells + notebook.solution_cells + notebook.task_cells
+            + notebook.source_cells) for notebook in notebooks}
+
+
+def _release(course_dir: Path, assignments: set, db_url: str) -> None:
+    """Release into ``course_dir`` the assignments whose source changed or that it lacks;
+    write one into the gradebook only where the gradebook's cells differ from the release's.
+    (nbgrader's generate_assignment deletes and re-adds a notebook that has no submission
+    yet, so a grader joining a class must not write it while another autogrades.)"""
+    with tempfile.TemporaryDirectory() as scratch:
+        for assignment in sorted(assignments):
+            held = _cells(db_url, assignment)
+            source = course.notebook_path(course_dir, "source", assignment)
+            before = source.read_bytes() if source.is_file() else None
+            course.write_source(course_dir, assignment)
+            if held is None:
+                course.release(course_dir, assignment, db_url)
+            elif (before != source.read_bytes()
+                  or not course.notebook_path(course_dir, "release", assignment).is_file()):
+                private = f"sqlite:///{Path(scratch) / assignment}.db"
+                course.release(course_dir, assignment, private)
+                if _cells(private, assignment) != held:
+                    course.release(course_dir, assignment, db_url)
 
 
 def _forget(course_dir: Path, db_url: str, feedback_dir: Path,

@@ -176,6 +176,46 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path):
     assert not feedback.exists(), "the earlier attempt's feedback outlived it"
 
 
+def test_a_joining_grader_writes_nothing_to_the_gradebook(tmp_path):
+    """nbgrader's generate_assignment deletes and re-adds a notebook that has no submission
+    yet (in separate commits), which pulls the cells from under a grader autograding its
+    first one (CI caught it: a correct submission's autograde failed). A grader whose
+    release matches what the gradebook holds leaves the gradebook alone."""
+    gradebook = tmp_path / "gradebook.db"
+    grading._release(tmp_path / "first", {A}, f"sqlite:///{gradebook}")
+    before = gradebook.read_bytes()
+    grading._release(tmp_path / "second", {A}, f"sqlite:///{gradebook}")
+    assert (tmp_path / "second" / "release" / A / f"{A}.ipynb").is_file()
+    assert gradebook.read_bytes() == before, "the second grader's release wrote the gradebook"
+
+    with Gradebook(f"sqlite:///{gradebook}") as held:  # as if released from another source
+        cell = held.find_notebook(A, A).grade_cells[0]
+        name, points, cell.max_score = cell.name, cell.max_score, cell.max_score + 1
+        held.db.commit()
+    grading._release(tmp_path / "third", {A}, f"sqlite:///{gradebook}")
+    with Gradebook(f"sqlite:///{gradebook}") as held:
+        assert held.find_grade_cell(name, A, A).max_score == points, "a differing release was kept"
+
+
+def test_an_autograde_failure_is_named_by_its_cause_not_nbgraders_wrapper():
+    log = """[INFO] Autograding norms/norms.ipynb
+[ERROR] There was an error processing assignment: norms
+    Traceback (most recent call last):
+      File "nbgrader/preprocessors/overwritecells.py", line 220, in preprocess_cell
+        grade_cell = self.gradebook.find_graded_cell(
+                     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+    nbgrader.api.MissingEntry: No such grade cell: norms/norms/test_batch_norm
+
+[ERROR] Please see the the above traceback for details on the specific errors on the above failures.
+Traceback (most recent call last):
+  File "nbgrader/converters/base.py", line 468, in convert_notebooks
+    raise NbGraderException(msg)
+nbgrader.converters.base.NbGraderException: Please see the the above traceback for details.
+"""
+    assert grading._failure(log) == "nbgrader.api.MissingEntry: No such grade cell: norms/norms/test_batch_norm"
+    assert grading._failure("[ERROR] the kernel died\n") == "[ERROR] the kernel died"
+
+
 def test_graders_on_one_postgresql_share_a_class_and_outlive_a_killed_one(tmp_path, postgres):
     """Three graders, each with its own course folder as if on its own host, start at once;
     one is killed while it holds a claim and a fourth starts. Each surviving grader writes
