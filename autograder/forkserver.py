@@ -27,6 +27,7 @@ at its fixed initial seed, their own session.
 """
 import ctypes
 import errno
+import gc
 import importlib
 import json
 import os
@@ -219,6 +220,7 @@ class Server:
 
 def _child(request: dict, fds: list[int]) -> int:
     """Become what ``request`` asks for; the exit code."""
+    gc.freeze()  # the server's objects are never garbage here: no collection visits them
     os.setsid()
     _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     np.random.seed()  # what a new process's numpy would hold; torch starts from its fixed seed

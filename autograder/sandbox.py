@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 
+import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError
@@ -349,7 +350,16 @@ class ReadyKernelClient(AsyncKernelClient):
     """jupyter_client's client without the last step of its wait for the kernel: reading
     IOPub until it has been quiet for 0.2 s, which idled every notebook that long. nbclient
     reads only the IOPub messages of the request it waits on, so what is left there is
-    harmless; one message on IOPub still shows that it is connected."""
+    harmless; one message on IOPub still shows that it is connected.
+
+    Its sockets retry a refused connection after 10 ms, not ZeroMQ's 100: the client
+    connects as the kernel is forked, before the kernel listens."""
+
+    @default("context")
+    def _context_default(self):
+        context = super()._context_default()
+        context.setsockopt(zmq.RECONNECT_IVL, 10)
+        return context
 
     async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
