@@ -286,3 +286,29 @@ def test_a_forked_kernel_gets_nbgraders_variables_but_not_what_the_grader_set_la
     NotebookClient(notebook, config=config, kernel_manager_class=sandbox.SandboxedKernelManager,
                    resources={"metadata": {"path": str(tmp_path)}}, timeout=60).execute()
     assert notebook.cells[0].outputs[0].text == "validate None\n"
+
+
+def test_a_forked_kernel_transforms_each_cell_once_and_keeps_ipythons_syntax(tmp_path):
+    """ipykernel transforms every cell, then IPython's run_cell does it again (tokenizing a
+    300-line test cell: 10 ms); the grading kernel does it once. Magics, shell escapes and
+    top-level await still run as in any Jupyter kernel."""
+    from nbclient import NotebookClient
+    from traitlets.config import Config
+    cells = [
+        "manager = get_ipython().input_transformer_manager\n"
+        "calls, transform = [], manager.transform_cell\n"
+        "manager.transform_cell = lambda cell: calls.append(cell) or transform(cell)",
+        "x = 1",
+        "manager.transform_cell = transform\nprint(len(calls))",
+        "%load_ext storemagic\n%time y = 2",
+        "echo = !echo shell\nprint(echo[0])",
+        "import asyncio\nawait asyncio.sleep(0)\nprint('awaited')",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    config = Config()
+    config.SandboxedKernelManager.confined = False
+    NotebookClient(notebook, config=config, kernel_manager_class=sandbox.SandboxedKernelManager,
+                   resources={"metadata": {"path": str(tmp_path)}}, timeout=60).execute()
+    printed = ["".join(o.get("text", "") for o in cell.outputs) for cell in notebook.cells]
+    assert printed[2] == "2\n", f"cells transformed {printed[2].strip()} times for 2 cells"
+    assert "Wall time" in printed[3] and printed[4] == "shell\n" and printed[5] == "awaited\n", printed
