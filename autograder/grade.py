@@ -24,7 +24,6 @@ import hashlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import re
 import shutil
 import tempfile
 import time
