@@ -315,38 +315,36 @@ def _in_gradebook(db_url: str) -> tuple[set[tuple[str, str]], set[str]]:
                 {student.id for student in gradebook.students})
 
 
-def _cells(db_url: str, assignment: str) -> dict | None:
-    """The cells of ``assignment`` that nbgrader's gradebook holds, by notebook (None if it
-    lacks the assignment): what autograding reads of a release."""
+def _cells(db_url: str, assignment: str) -> dict:
+    """What autograding reads of a release: the cells of ``assignment`` that nbgrader's
+    gradebook holds, by notebook, kind and name."""
     with Gradebook(db_url) as gradebook:
-        try:
-            notebooks = gradebook.find_assignment(assignment).notebooks
-        except MissingEntry:
-            return None
-        return {notebook.name: sorted((type(cell).__name__, cell.name, repr(sorted(
-            (k, v) for k, v in cell.to_dict().items() if k not in ("id", "notebook", "assignment"))))
-            for cell in notebook.grade_cells + notebook.solution_cells + notebook.task_cells
-            + notebook.source_cells) for notebook in notebooks}
+        return {(notebook.name, type(cell).__name__, cell.name):
+                {k: v for k, v in cell.to_dict().items() if k not in ("id", "notebook", "assignment")}
+                for notebook in gradebook.find_assignment(assignment).notebooks
+                for cell in notebook.grade_cells + notebook.solution_cells + notebook.task_cells
+                + notebook.source_cells}
 
 
 def _release(course_dir: Path, assignments: set, db_url: str) -> None:
     """Release into ``course_dir`` the assignments whose source changed or that it lacks;
-    write one into the gradebook only where the gradebook's cells differ from the release's.
+    write one into the gradebook only where the gradebook lacks it or holds other cells.
     (nbgrader's generate_assignment deletes and re-adds a notebook that has no submission
     yet, so a grader joining a class must not write it while another autogrades.)"""
+    with Gradebook(db_url) as gradebook:
+        known = {a.name for a in gradebook.assignments}
     with tempfile.TemporaryDirectory() as scratch:
         for assignment in sorted(assignments):
-            held = _cells(db_url, assignment)
             source = course.notebook_path(course_dir, "source", assignment)
             before = source.read_bytes() if source.is_file() else None
             course.write_source(course_dir, assignment)
-            if held is None:
+            if assignment not in known:
                 course.release(course_dir, assignment, db_url)
             elif (before != source.read_bytes()
                   or not course.notebook_path(course_dir, "release", assignment).is_file()):
                 private = f"sqlite:///{Path(scratch) / assignment}.db"
                 course.release(course_dir, assignment, private)
-                if _cells(private, assignment) != held:
+                if _cells(private, assignment) != _cells(db_url, assignment):
                     course.release(course_dir, assignment, db_url)
 
 

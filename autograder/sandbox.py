@@ -352,7 +352,7 @@ class ReadyKernelClient(AsyncKernelClient):
     reads only the IOPub messages of the request it waits on, so what is left there is
     harmless; one message on IOPub still shows that it is connected.
 
-    Its sockets retry a refused connection after 10 ms, not ZeroMQ's 100: the client
+    Its sockets retry a refused connection after 10-19 ms, not ZeroMQ's 100-199: the client
     connects as the kernel is forked, before the kernel listens."""
 
     @default("context")

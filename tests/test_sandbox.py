@@ -192,16 +192,32 @@ def test_a_childs_collector_skips_what_the_server_imported():
     assert frozen > 100_000 and collected < frozen / 10, (frozen, collected)
 
 
-def test_a_kernel_client_retries_a_refused_connection_within_10_ms():
+def test_a_kernel_client_retries_a_refused_connection_within_10_ms(tmp_path):
     """The client connects as the kernel is forked, before it listens; ZeroMQ's default
-    100 ms between attempts idled every notebook that long."""
-    client = sandbox.SandboxedKernelManager().client()
-    socket = client.context.socket(zmq.DEALER)
+    100 ms between attempts idled every notebook that long. The socket's monitor reports
+    the wait before the next attempt."""
+    import asyncio
+    from zmq.utils.monitor import parse_monitor_message
+
+    async def first_retry() -> dict:
+        socket = context.socket(zmq.DEALER)
+        monitor = socket.get_monitor_socket(zmq.EVENT_CONNECT_RETRIED)
+        try:
+            socket.connect(f"ipc://{tmp_path / 'not-listening'}")
+            return parse_monitor_message(await asyncio.wait_for(monitor.recv_multipart(), 10))
+        finally:
+            socket.disable_monitor()
+            monitor.close()
+            socket.close(linger=0)
+
+    client = sandbox.SandboxedKernelManager().client()  # its context closes with it
+    context = client.context
     try:
-        assert socket.getsockopt(zmq.RECONNECT_IVL) == 10
+        event = asyncio.run(first_retry())
     finally:
-        socket.close()
-        client.context.term()
+        context.term()
+    # libzmq waits the interval plus a random part of it: 10-19 ms (ZeroMQ's default: 100-199)
+    assert event["event"] == zmq.EVENT_CONNECT_RETRIED and 10 <= int(event["value"]) < 20, event
 
 
 def test_a_child_cannot_reach_into_the_fork_server():
@@ -270,45 +286,51 @@ def test_every_graded_item_has_probes(chapter):
     assert all(probes[item] for item in chapter.items), chapter.name
 
 
-@pytest.mark.parametrize("confined", [True, False])
-def test_a_forked_kernel_gets_nbgraders_variables_but_not_what_the_grader_set_later(tmp_path, monkeypatch, confined):
-    """A kernel forks from a server started before nbgrader set its variables; it still sees
-    them (NBGRADER_EXECUTION says which command runs it), and nothing the grader set since."""
+def run_in_forked_kernel(tmp_path, cells: list[str], confined: bool) -> list[str]:
+    """What each of ``cells`` printed, run as a notebook by nbclient in a forked kernel."""
     from nbclient import NotebookClient
     from traitlets.config import Config
-    sandbox.fork_server(sandbox.own_uid(), sandboxed=confined)
-    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")
-    monkeypatch.setenv("DLBB_GRADER_SECRET", "not for submissions")
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os; print(os.environ.get('NBGRADER_EXECUTION'), os.environ.get('DLBB_GRADER_SECRET'))")])
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     config = Config()
     config.SandboxedKernelManager.confined = confined
     NotebookClient(notebook, config=config, kernel_manager_class=sandbox.SandboxedKernelManager,
                    resources={"metadata": {"path": str(tmp_path)}}, timeout=60).execute()
-    assert notebook.cells[0].outputs[0].text == "validate None\n"
+    return ["".join(output.get("text", "") for output in cell.outputs) for cell in notebook.cells]
 
 
-def test_a_forked_kernel_transforms_each_cell_once_and_keeps_ipythons_syntax(tmp_path):
-    """ipykernel transforms every cell, then IPython's run_cell does it again (tokenizing a
-    300-line test cell: 10 ms); the grading kernel does it once. Magics, shell escapes and
-    top-level await still run as in any Jupyter kernel."""
-    from nbclient import NotebookClient
-    from traitlets.config import Config
-    cells = [
+@pytest.mark.parametrize("confined", [True, False])
+def test_a_forked_kernel_gets_nbgraders_variables_but_not_what_the_grader_set_later(tmp_path, monkeypatch, confined):
+    """A kernel forks from a server started before nbgrader set its variables; it still sees
+    them (NBGRADER_EXECUTION says which command runs it), and nothing the grader set since."""
+    sandbox.fork_server(sandbox.own_uid(), sandboxed=confined)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")
+    monkeypatch.setenv("DLBB_GRADER_SECRET", "not for submissions")
+    printed = run_in_forked_kernel(tmp_path, [
+        "import os; print(os.environ.get('NBGRADER_EXECUTION'), os.environ.get('DLBB_GRADER_SECRET'))"],
+        confined)
+    assert printed == ["validate None\n"]
+
+
+def test_a_forked_kernel_prepares_each_cell_once_and_keeps_ipythons_syntax(tmp_path):
+    """ipykernel transforms every cell and compiles it to ask whether it is a coroutine, then
+    IPython's run_cell does both again (for a 300-line test cell: 10 ms and 4); the grading
+    kernel transforms once and compiles no cell that never says async or await. Magics, shell
+    escapes and top-level await still run as in any Jupyter kernel."""
+    printed = run_in_forked_kernel(tmp_path, [
+        "import IPython.core.interactiveshell as shell\n"
         "manager = get_ipython().input_transformer_manager\n"
-        "calls, transform = [], manager.transform_cell\n"
-        "manager.transform_cell = lambda cell: calls.append(cell) or transform(cell)",
+        "transforms, transform = [], manager.transform_cell\n"
+        "manager.transform_cell = lambda cell: transforms.append(cell) or transform(cell)\n"
+        "compiles, is_async = [], shell._should_be_async\n"
+        "shell._should_be_async = lambda cell: compiles.append(cell) or is_async(cell)\n"
+        "def counted():  # a cell naming the check would say async\n"
+        "    manager.transform_cell, shell._should_be_async = transform, is_async\n"
+        "    print(len(transforms), len(compiles))",
         "x = 1",
-        "manager.transform_cell = transform\nprint(len(calls))",
+        "counted()",
         "%load_ext storemagic\n%time y = 2",
         "echo = !echo shell\nprint(echo[0])",
         "import asyncio\nawait asyncio.sleep(0)\nprint('awaited')",
-    ]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    config = Config()
-    config.SandboxedKernelManager.confined = False
-    NotebookClient(notebook, config=config, kernel_manager_class=sandbox.SandboxedKernelManager,
-                   resources={"metadata": {"path": str(tmp_path)}}, timeout=60).execute()
-    printed = ["".join(o.get("text", "") for o in cell.outputs) for cell in notebook.cells]
-    assert printed[2] == "2\n", f"cells transformed {printed[2].strip()} times for 2 cells"
+    ], confined=False)
+    assert printed[2] == "2 0\n", f"2 cells: (transforms, compiles) = {printed[2].split()}"
     assert "Wall time" in printed[3] and printed[4] == "shell\n" and printed[5] == "awaited\n", printed
