@@ -119,6 +119,7 @@ class Server:
     def __init__(self, sock: socket.socket, confined: bool, spool: str):
         self.sock, self.confined, self.spool, self.children = sock, confined, spool, set()
         self.stepped = False
+        self.guard = worker.dispatcher_guard()  # every worker's, made once
 
     def reap(self) -> None:
         for pid in list(self.children):
@@ -169,7 +170,7 @@ class Server:
             code = 1
             try:
                 self.sock.close()
-                code = _child(request, fds)
+                code = _child(request, fds, self.guard)
             finally:
                 os._exit(code)
         for fd in fds:
@@ -248,8 +249,8 @@ class Kernel(IPythonKernel):
     shell_class = Type(Shell)
 
 
-def _child(request: dict, fds: list[int]) -> int:
-    """Become what ``request`` asks for; the exit code."""
+def _child(request: dict, fds: list[int], guard) -> int:
+    """Become what ``request`` asks for (a worker guarded by ``guard``); the exit code."""
     gc.freeze()  # the server's objects are never garbage here: no collection visits them
     os.setsid()
     _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
@@ -261,7 +262,7 @@ def _child(request: dict, fds: list[int]) -> int:
         os.dup2(source, target)
     sys.argv = [request["op"], *request["argv"]]
     if request["op"] == "worker":
-        worker.main()
+        worker.main(guard)
     else:
         os.environ.update(request["env"])
         IPKernelApp.launch_instance(argv=request["argv"], kernel_class=Kernel)

@@ -8,7 +8,7 @@ cell on its own so one broken cell does not hide the rest. Every later request
 is ``{"id": k, "code": source, "scalars": {...}, "arrays": [name, ...],
 "forbidden": [name, ...]}``: the worker loads ``in-k-<name>.npy`` as tensors,
 runs ``code`` in a copy of the namespace with every operator whose name contains
-one of ``forbidden`` refused at torch's dispatcher (``_dispatcher_guard``), and
+one of ``forbidden`` refused at torch's dispatcher (``dispatcher_guard``), and
 writes the flattened ``result`` as ``out-k-<i>.npy``.
 
 Whatever the submission prints goes to /dev/null; the protocol has its own
@@ -46,7 +46,11 @@ def matches(op: str, names) -> bool:
     """Whether ``names`` forbid operator ``op`` ("aten::native_layer_norm.out"): its name,
     namespace and overload aside, contains one of them (so do its native, fused and backward
     variants)."""
-    return any(name in op.partition("::")[2].partition(".")[0] for name in names)
+    base = op.partition("::")[2].partition(".")[0]
+    for name in names:  # a loop, not any(): this runs for each of torch's 3,600 operators
+        if name in base:
+            return True
+    return False
 
 
 def _refusal(op: str):
@@ -55,29 +59,33 @@ def _refusal(op: str):
     return refuse
 
 
-def _dispatcher_guard():
+def dispatcher_guard():
     """``forbid(names)``: from now on every operator (any namespace, every overload) whose
     name contains one of ``names`` raises when called, whatever Python path reaches it, and
     what the previous call forbade is allowed again.
 
     The refusal is registered at every dispatch key where the operator has a kernel (its
     backends, autograd, composite and batching kernels...), over the kernel it hides;
-    resetting the registration brings that kernel back. Every function it uses is bound
-    here, before any submission code runs (the submission may rebind torch's or this
-    module's names), and the registrations live only in this closure: a submission would
-    need torch's registration machinery or the interpreter's frames to reach them, and an
-    answer that names those is flagged for review."""
+    resetting the registration brings that kernel back. Which keys those are is read here,
+    once: the fork server makes the guard, and every worker forks with it (an operator
+    registered later, by an import of the submission's, is looked up when forbidden). Every
+    function it uses is bound here, before any submission code runs (the submission may
+    rebind torch's or this module's names), and the registrations live only in this
+    closure: a submission would need torch's registration machinery or the interpreter's
+    frames to reach them, and an answer that names those is flagged for review."""
     op_names, library = torch._C._dispatch_get_all_op_names, torch._C._dispatch_library
     has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
     is_forbidden, refusal = matches, _refusal
     catch_warnings, simplefilter = warnings.catch_warnings, warnings.simplefilter
-    keys = []
+    keys, kernels = [], {op: [] for op in op_names()}  # operator -> the keys it has a kernel at
     for key in torch._C.DispatchKey.__members__:
         try:  # some members only mark ranges of keys
-            has_kernel("aten::add.Tensor", key)
-            keys.append(key)
+            ops = torch._C._dispatch_get_registrations_for_dispatch_key(key)
         except RuntimeError:
-            pass
+            continue
+        keys.append(key)
+        for op in ops:
+            kernels.setdefault(op, []).append(key)
     registered = []
 
     def forbid(names: frozenset[str]) -> None:
@@ -90,16 +98,16 @@ def _dispatcher_guard():
                 if not is_forbidden(op, names):
                     continue
                 namespace, _, name = op.partition("::")
-                for key in keys:
-                    if has_kernel(op, key):
-                        if namespace not in libraries:
-                            libraries[namespace] = library("IMPL", namespace, "", "<guard>", 0)
-                            registered.append(libraries[namespace])
-                        libraries[namespace].impl(name, key, refusal(op), False)
+                for key in kernels[op] if op in kernels else [k for k in keys if has_kernel(op, k)]:
+                    if namespace not in libraries:
+                        libraries[namespace] = library("IMPL", namespace, "", "<guard>", 0)
+                        registered.append(libraries[namespace])
+                    libraries[namespace].impl(name, key, refusal(op), False)
     return forbid
 
 
-def main() -> None:
+def main(forbid) -> None:
+    """Serve one submission, with ``forbid`` (a ``dispatcher_guard()``) guarding its probes."""
     inbox = sys.argv[1]
     requests = os.fdopen(os.dup(0), "r")
     replies = os.fdopen(os.dup(1), "w")
@@ -111,7 +119,7 @@ def main() -> None:
         replies.write(json.dumps(message) + "\n")
         replies.flush()
 
-    forbid, forbidden = _dispatcher_guard(), frozenset()
+    forbidden = frozenset()
     namespace = {"__name__": "__main__"}
     errors = {}
     for index, source in enumerate(json.loads(requests.readline())["cells"]):
@@ -144,6 +152,3 @@ def main() -> None:
             reply({"id": k, "error": _error()})
             traceback.clear_frames(sys.exc_info()[2])
 
-
-if __name__ == "__main__":
-    main()

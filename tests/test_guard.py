@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from autograder import sandbox, verify
+from autograder import worker as worker_module
 from autograder.checks import CONV_OPS, NORM_OPS
 from autograder.worker import matches
 from tests.helpers import CHAPTERS, chapter_of, reference, released, submission
@@ -96,6 +97,37 @@ def test_allowed_ops_work_and_the_guard_follows_each_request():
             worker.run("result = answer(x)", LAYER_NORM)
 
 
+
+def test_the_guard_reads_the_dispatchers_tables_once_and_looks_up_an_operator_added_since(monkeypatch):
+    """Which dispatch keys each operator has a kernel at is read when the guard is made (in
+    the fork server, once for every worker), not for every forbidden set; an operator
+    registered afterwards (by a submission's import) is looked up then, and refused too."""
+    lookups = []
+
+    def has_kernel(op, key, original=torch._C._dispatch_has_kernel_for_dispatch_key):
+        lookups.append(op)
+        return original(op, key)
+
+    monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", has_kernel)
+    forbid = worker_module.dispatcher_guard()
+    library = torch.library.Library("dlbb_guard_test", "DEF")
+    library.define("own_layer_norm(Tensor x) -> Tensor")
+    library.impl("own_layer_norm", lambda x: x, "CPU")
+    x = torch.ones(2, 3)
+    try:
+        forbid(LAYER_NORM)
+        assert {op for op in lookups if op.startswith("aten::")} == set()
+        assert set(lookups) == {"dlbb_guard_test::own_layer_norm"}
+        for call, op in [(lambda: F.layer_norm(x, (3,)), "aten::layer_norm"),
+                         (lambda: torch.ops.dlbb_guard_test.own_layer_norm(x),
+                          "dlbb_guard_test::own_layer_norm")]:
+            with pytest.raises(RuntimeError, match=f"the exercise forbids {op}$"):
+                call()
+    finally:
+        forbid(frozenset())
+        library._destroy()
+    assert torch.equal(F.layer_norm(x, (3,)), torch.zeros(2, 3))
+
 UNDOES = """
 import sys
 
@@ -108,7 +140,7 @@ torch._C._dispatch_has_kernel_for_dispatch_key = lambda *args: False
 torch._C._dispatch_library = lambda *args: None
 torch.library.Library = None
 for module in list(sys.modules.values()):
-    if hasattr(module, "_dispatcher_guard"):  # the worker's own module
+    if hasattr(module, "dispatcher_guard"):  # the worker's own module
         module.matches = lambda op, names: False
         module._refusal = lambda op: lambda *args, **kwargs: None
 
@@ -125,7 +157,7 @@ def undo():
             value.reset()
         if type(value).__name__ == "Library":
             value._destroy()
-        if type(value).__name__ == "function" and value.__name__ == "_dispatcher_guard":
+        if type(value).__name__ == "function" and value.__name__ == "dispatcher_guard":
             value()(frozenset())  # a guard of its own, lifted
     torch.library._impls.clear()
     return torch.nn.functional.layer_norm
