@@ -38,7 +38,7 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 
-from . import chapters, course, sandbox, verdict
+from . import chapters, course, nbgrader_cache, sandbox, verdict
 from .intake import MAX_NOTEBOOK_BYTES, collect, identities, refusal, unpack
 from .ledger import Ledger
 
@@ -197,6 +197,7 @@ def _init_worker() -> None:
     import torch
     torch.set_num_threads(1)  # one worker per core: computing the expected outputs
     _quiet_gradebook()
+    nbgrader_cache.install()
 
 
 def _api(job: Job):
