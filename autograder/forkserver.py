@@ -45,6 +45,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.zmqshell import ZMQInteractiveShell
 from traitlets import Type
+from traitlets.config import Config
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I left it out
 import worker  # noqa: E402
@@ -249,6 +250,11 @@ class Kernel(IPythonKernel):
     shell_class = Type(Shell)
 
 
+# IPython's history database, which a thread of its own writes after every cell (a quarter
+# of the kernel's CPU time for a one-line cell): nothing reads it; In and Out stay
+KERNEL_CONFIG = Config({"HistoryManager": {"enabled": False}})
+
+
 def _child(request: dict, fds: list[int], guard) -> int:
     """Become what ``request`` asks for (a worker guarded by ``guard``); the exit code."""
     gc.freeze()  # the server's objects are never garbage here: no collection visits them
@@ -265,7 +271,7 @@ def _child(request: dict, fds: list[int], guard) -> int:
         worker.main(guard)
     else:
         os.environ.update(request["env"])
-        IPKernelApp.launch_instance(argv=request["argv"], kernel_class=Kernel)
+        IPKernelApp.launch_instance(argv=request["argv"], kernel_class=Kernel, config=KERNEL_CONFIG)
     return 0
 
 

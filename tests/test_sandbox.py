@@ -314,8 +314,9 @@ def test_a_forked_kernel_gets_nbgraders_variables_but_not_what_the_grader_set_la
 def test_a_forked_kernel_prepares_each_cell_once_and_keeps_ipythons_syntax(tmp_path):
     """ipykernel transforms every cell and compiles it to ask whether it is a coroutine, then
     IPython's run_cell does both again (for a 300-line test cell: 10 ms and 4); the grading
-    kernel transforms once and compiles no cell that never says async or await. Magics, shell
-    escapes and top-level await still run as in any Jupyter kernel."""
+    kernel transforms once and compiles no cell that never says async or await. It writes no
+    history database. Magics, shell escapes, top-level await and In still work as in any
+    Jupyter kernel."""
     printed = run_in_forked_kernel(tmp_path, [
         "import IPython.core.interactiveshell as shell\n"
         "manager = get_ipython().input_transformer_manager\n"
@@ -331,6 +332,8 @@ def test_a_forked_kernel_prepares_each_cell_once_and_keeps_ipythons_syntax(tmp_p
         "%load_ext storemagic\n%time y = 2",
         "echo = !echo shell\nprint(echo[0])",
         "import asyncio\nawait asyncio.sleep(0)\nprint('awaited')",
+        "print(get_ipython().history_manager.enabled, In[2])",
     ], confined=False)
     assert printed[2] == "2 0\n", f"2 cells: (transforms, compiles) = {printed[2].split()}"
     assert "Wall time" in printed[3] and printed[4] == "shell\n" and printed[5] == "awaited\n", printed
+    assert printed[6] == "False x = 1\n", printed[6]
