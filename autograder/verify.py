@@ -17,6 +17,7 @@ answer a stand-in built on such an op (the notebook's tests may: their guard
 does not count the course's code).
 """
 import ast
+import functools
 import importlib
 import itertools
 import json
@@ -52,6 +53,23 @@ def probes(assignment: str) -> dict[str, list[Probe]]:
     return importlib.import_module(f"autograder.probes.{assignment}").PROBES
 
 
+def _per_version(read):
+    """``read(path)``, kept for each version of the file (its modification time and size): a
+    grading worker reads the same release for every submission of an assignment."""
+    cached = functools.lru_cache(maxsize=32)(lambda path, _version: read(path))
+
+    @functools.wraps(read)
+    def read_once(path: Path):
+        info = os.stat(path)
+        return cached(Path(path), (info.st_mtime_ns, info.st_size))
+    return read_once
+
+
+@_per_version
+def _released_cells(release: Path) -> list:
+    return nbformat.read(release, as_version=4).cells
+
+
 def notebook_code(release: Path, submitted: Path) -> list[str]:
     """The code cells a submission runs, tests left out: the released notebook's
     cells, with each answer cell taken from the submission (by its grade id)."""
@@ -61,7 +79,7 @@ def notebook_code(release: Path, submitted: Path) -> list[str]:
         if cell.get("cell_type") == "code" and grade_id:
             answers[grade_id] = cell.get("source", "")
     code = []
-    for cell in nbformat.read(release, as_version=4).cells:
+    for cell in _released_cells(release):
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type != "code" or meta.get("grade"):
             continue
@@ -83,6 +101,7 @@ def _ops(node: ast.expr, known: dict[str, frozenset[str]]) -> frozenset[str]:
     raise ValueError(f"cannot read the forbidden ops {ast.unparse(node)!r}")
 
 
+@_per_version
 def forbidden_ops(release: Path) -> dict[str, frozenset[str]]:
     """By item, the names of the ops its notebook tests forbid the answer to call: the
     ``forbidden`` of each ``run_graded`` call in its grade cell, or the default that the
@@ -91,7 +110,7 @@ def forbidden_ops(release: Path) -> dict[str, frozenset[str]]:
     Autograd's entry points (``AUTOGRAD_OPS``) are left out: no operator computes them (and
     every backward kernel's name contains "backward")."""
     known, default, tests = {}, frozenset(), {}
-    for cell in nbformat.read(release, as_version=4).cells:
+    for cell in _released_cells(release):
         if cell.cell_type != "code":
             continue
         tree = ast.parse(cell.source)

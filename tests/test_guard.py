@@ -195,6 +195,26 @@ def test_forbidden_ops_are_read_per_item_from_the_notebook_tests():
     assert {"batched_nms", "soft_nms", "roi_align"} <= suppression["soft_nms"]  # the setup's set
 
 
+
+def test_a_grading_worker_reads_each_version_of_a_release_once(tmp_path, monkeypatch):
+    """Every submission of an assignment is verified against the same release: its cells and
+    forbidden ops are read once, and again when the release changes."""
+    release = tmp_path / "norms.ipynb"
+    notebook = nbformat.read(released(chapter_of("layer_norm").name), as_version=4)
+    nbformat.write(notebook, release)
+    reads, read = [], nbformat.read
+    monkeypatch.setattr(verify.nbformat, "read", lambda path, **kw: reads.append(path) or read(path, **kw))
+    for _ in range(2):
+        before = verify.forbidden_ops(release)
+        verify.notebook_code(release, release)
+    assert reads.count(release) == 3  # once as the release, twice as the submission
+    test = next(cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id")
+                == "test_layer_norm")
+    test.source += "\nrun_graded(layer_norm, X, forbidden=frozenset({'sqrt'}))"
+    nbformat.write(notebook, release)
+    assert verify.forbidden_ops(release)["layer_norm"] == before["layer_norm"] | {"sqrt"}
+    assert reads.count(release) == 4
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=str)
 def test_every_reference_answer_passes_under_the_guard(chapter, tmp_path):
     path = tmp_path / f"{chapter.name}.ipynb"
