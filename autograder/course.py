@@ -124,6 +124,11 @@ def refresh_sources(course_dir: Path) -> list[Path]:
 def release(course_dir: Path, assignment: str, db_url: str | None = None) -> Path:
     """Render the source and run nbgrader's generate_assignment on it."""
     write_source(course_dir, assignment)
+    return generate(course_dir, assignment, db_url)
+
+
+def generate(course_dir: Path, assignment: str, db_url: str | None = None) -> Path:
+    """Run nbgrader's generate_assignment on the source already rendered (``write_source``)."""
     result = api(course_dir, db_url).generate_assignment(assignment, force=True)
     if not result["success"]:
         raise CourseError(f"generate_assignment {assignment} failed:\n"

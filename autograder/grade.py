@@ -340,13 +340,13 @@ def _release(course_dir: Path, assignments: set, db_url: str) -> None:
             before = source.read_bytes() if source.is_file() else None
             course.write_source(course_dir, assignment)
             if assignment not in known:
-                course.release(course_dir, assignment, db_url)
+                course.generate(course_dir, assignment, db_url)
             elif (before != source.read_bytes()
                   or not course.notebook_path(course_dir, "release", assignment).is_file()):
                 private = f"sqlite:///{Path(scratch) / assignment}.db"
-                course.release(course_dir, assignment, private)
+                course.generate(course_dir, assignment, private)
                 if _cells(private, assignment) != _cells(db_url, assignment):
-                    course.release(course_dir, assignment, db_url)
+                    course.generate(course_dir, assignment, db_url)
 
 
 def _forget(course_dir: Path, db_url: str, feedback_dir: Path,
@@ -425,6 +425,7 @@ def _grade_class(submissions, out, course_dir, db_url, workers, sandboxed, timeo
     course_dir, out = Path(course_dir).resolve(), Path(out).resolve()
     db_url = db_url or f"sqlite:///{course_dir / 'gradebook.db'}"
     course.use_this_environment()  # before any gradebook
+    nbgrader_cache.install()
     feedback_dir = out.parent / "feedback"
     course_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(db_url, lease)

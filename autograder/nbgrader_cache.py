@@ -1,5 +1,5 @@
 """What nbgrader makes anew for every notebook, kept by a grading worker for the next
-(``grade._init_worker`` installs it).
+(``grade._init_worker`` installs it, and the grader's main process, which releases).
 
 - A SQLAlchemy engine for every ``Gradebook`` it opens, about ten a grade: each new engine
   compiles every query again. A worker keeps one engine per database URL.
@@ -39,6 +39,9 @@ def _checked_once(check_schema):
 
 
 def install() -> None:
+    """In this process (once: a second call changes nothing)."""
+    if nbgrader.api.create_engine is _engine:
+        return
     nbgrader.api.create_engine = _engine
     validator = jsonschema.validators.validator_for(MetadataValidator().schema)
     validator.check_schema = _checked_once(validator.check_schema)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import yaml
 from nbgrader.api import Gradebook
 
-from autograder import grade as grading, sandbox
+from autograder import course, grade as grading, sandbox
 from autograder.__main__ import parser
 from autograder.ledger import TABLE
 from tests.helpers import ROOT, chapter_of, mistakes, points_per_item, submission, total
@@ -176,11 +176,14 @@ def test_resumes_after_a_crash_and_regrades_only_what_changed(tmp_path):
     assert not feedback.exists(), "the earlier attempt's feedback outlived it"
 
 
-def test_a_joining_grader_writes_nothing_to_the_gradebook(tmp_path):
+def test_a_joining_grader_writes_nothing_to_the_gradebook(tmp_path, monkeypatch):
     """nbgrader's generate_assignment deletes and re-adds a notebook that has no submission
     yet (in separate commits), which pulls the cells from under a grader autograding its
     first one (CI caught it: a correct submission's autograde failed). A grader whose
-    release matches what the gradebook holds leaves the gradebook alone."""
+    release matches what the gradebook holds leaves the gradebook alone. Each release
+    renders the template once."""
+    renders = []
+    monkeypatch.setattr(course, "render", lambda path, render=course.render: renders.append(path) or render(path))
     gradebook = tmp_path / "gradebook.db"
     grading._release(tmp_path / "first", {A}, f"sqlite:///{gradebook}")
     before = gradebook.read_bytes()
@@ -195,6 +198,7 @@ def test_a_joining_grader_writes_nothing_to_the_gradebook(tmp_path):
     grading._release(tmp_path / "third", {A}, f"sqlite:///{gradebook}")
     with Gradebook(f"sqlite:///{gradebook}") as held:
         assert held.find_grade_cell(name, A, A).max_score == points, "a differing release was kept"
+    assert len(renders) == 3
 
 
 def test_an_autograde_failure_is_named_by_its_cause_not_nbgraders_wrapper():

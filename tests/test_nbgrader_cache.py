@@ -22,6 +22,7 @@ validator.check_schema = staticmethod(lambda *args: schema_checks.append(1) or r
 from autograder import nbgrader_cache
 
 nbgrader_cache.install()
+nbgrader_cache.install()
 url, notebook = f"sqlite:///{sys.argv[1]}/gradebook.db", nbformat.read(sys.argv[2], as_version=4)
 
 with Gradebook(url) as first:
