@@ -11,10 +11,11 @@ live in ``autograder/probes/<assignment>.py``: a snippet of code that sets
 the reference module's.
 
 The no-built-in rule holds in the worker where the submission cannot switch it
-off: while an item's probe runs, the operators that the item's notebook tests
-forbid (``forbidden_ops``) raise at torch's dispatcher. So no probe hands an
-answer a stand-in built on such an op (the notebook's tests may: their guard
-does not count the course's code).
+off: the operators that an item's notebook tests forbid (``forbidden_ops``) raise
+at torch's dispatcher in the worker that checks the item, from before the
+submission's first line to the worker's end (items that forbid other ops get a
+worker of their own). So no probe hands an answer a stand-in built on such an op
+(the notebook's tests may: their guard does not count the course's code).
 """
 import ast
 import functools
@@ -183,7 +184,8 @@ class Worker:
     without following symlinks. Requests and replies travel on two pipes.
     """
 
-    def __init__(self, cells: list[str], *, uid: int, sandboxed: bool, timeout: float):
+    def __init__(self, cells: list[str], forbidden: frozenset[str] = frozenset(), *, uid: int,
+                 sandboxed: bool, timeout: float):
         self.timeout = timeout
         requests, self.requests = os.pipe()
         self.replies, replies = os.pipe()
@@ -199,7 +201,7 @@ class Worker:
             os.close(requests)
             os.close(replies)
         try:
-            self._send({"cells": cells})
+            self._send({"cells": cells, "forbidden": sorted(forbidden)})
             self._receive()
         except (WorkerError, ValueError):
             self.close()
@@ -228,15 +230,12 @@ class Worker:
                     raise WorkerError("the worker's reply is too long")
         return json.loads(line)
 
-    def run(self, k: int, probe: Probe, inputs: dict,
-            forbidden: frozenset[str] = frozenset()) -> list[np.ndarray]:
-        """``probe``'s outputs on ``inputs``, run with the operators whose names contain one
-        of ``forbidden`` refused at the dispatcher."""
+    def run(self, k: int, probe: Probe, inputs: dict) -> list[np.ndarray]:
+        """``probe``'s outputs on ``inputs``."""
         arrays, scalars = _split(inputs)
         for name, array in arrays.items():
             np.save(self.inbox / f"in-{k}-{name}.npy", array, allow_pickle=False)
-        self._send({"id": k, "code": probe.code, "scalars": scalars, "arrays": sorted(arrays),
-                    "forbidden": sorted(forbidden)})
+        self._send({"id": k, "code": probe.code, "scalars": scalars, "arrays": sorted(arrays)})
         answer = self._receive()
         if "error" in answer:
             raise ProbeError(answer["error"])
@@ -267,28 +266,32 @@ def verify(assignment: str, release: Path, submitted: Path, *, uid: int | None =
     """For each item: None when the submission's answer matches the reference on
     fresh random inputs, else what went wrong."""
     cells, uid = notebook_code(release, submitted), uid or sandbox.own_uid()
-    forbidden = forbidden_ops(release)
+    forbidden, items = forbidden_ops(release), probes(assignment)
     rng = np.random.default_rng(secrets.randbits(64))
-    verdicts, worker, ids = {}, None, itertools.count()
-    try:
-        for item, item_probes in probes(assignment).items():
-            verdicts[item], names = None, forbidden.get(item, frozenset())
-            for probe in item_probes:
-                k, inputs = next(ids), probe.inputs(rng)
-                wanted = expected(assignment, probe, inputs)
-                try:
-                    worker = worker or Worker(cells, uid=uid, sandboxed=sandboxed, timeout=timeout)
-                    verdicts[item] = compare(worker.run(k, probe, inputs, names), wanted, probe)
-                except ProbeError as error:
-                    verdicts[item] = str(error)
-                except (WorkerError, ValueError) as error:  # ValueError: bad JSON or .npy
-                    verdicts[item] = str(error)
-                    if worker:
-                        worker.close()
-                    worker = None
-                if verdicts[item]:
-                    break
-    finally:
-        if worker:
-            worker.close()
+    verdicts, ids, by_forbidden = dict.fromkeys(items), itertools.count(), {}
+    for item in items:
+        by_forbidden.setdefault(forbidden.get(item, frozenset()), []).append(item)
+    for names, group in by_forbidden.items():  # a worker for each set of forbidden ops
+        worker = None
+        try:
+            for item in group:
+                for probe in items[item]:
+                    k, inputs = next(ids), probe.inputs(rng)
+                    wanted = expected(assignment, probe, inputs)
+                    try:
+                        worker = worker or Worker(cells, names, uid=uid, sandboxed=sandboxed,
+                                                  timeout=timeout)
+                        verdicts[item] = compare(worker.run(k, probe, inputs), wanted, probe)
+                    except ProbeError as error:
+                        verdicts[item] = str(error)
+                    except (WorkerError, ValueError) as error:  # ValueError: bad JSON or .npy
+                        verdicts[item] = str(error)
+                        if worker:
+                            worker.close()
+                        worker = None
+                    if verdicts[item]:
+                        break
+        finally:
+            if worker:
+                worker.close()
     return verdicts

@@ -3,13 +3,15 @@
 Protocol: JSON lines on stdin, JSON lines on stdout, arrays as ``.npy`` files
 (never pickle): inputs in the read-only folder given as the argument, outputs
 in the working directory. The first request is
-``{"cells": [source, ...]}``: the notebook's code, run in one namespace, each
-cell on its own so one broken cell does not hide the rest. Every later request
-is ``{"id": k, "code": source, "scalars": {...}, "arrays": [name, ...],
-"forbidden": [name, ...]}``: the worker loads ``in-k-<name>.npy`` as tensors,
-runs ``code`` in a copy of the namespace with every operator whose name contains
-one of ``forbidden`` refused at torch's dispatcher (``dispatcher_guard``), and
-writes the flattened ``result`` as ``out-k-<i>.npy``.
+``{"cells": [source, ...], "forbidden": [name, ...]}``: first every operator whose
+name contains one of ``forbidden`` is refused at torch's dispatcher
+(``dispatcher_guard``), for the rest of the worker's life; then the notebook's
+code runs in one namespace, each cell on its own so one broken cell does not
+hide the rest. Every later request is ``{"id": k, "code": source, "scalars":
+{...}, "arrays": [name, ...]}``: the worker loads ``in-k-<name>.npy`` as tensors,
+runs ``code`` in a copy of the namespace and writes the flattened ``result`` as
+``out-k-<i>.npy``. No request lifts a refusal: whatever the submission does to
+the code that reads them (``json``, the builtins), the refused ops stay refused.
 
 Whatever the submission prints goes to /dev/null; the protocol has its own
 file descriptors.
@@ -62,17 +64,18 @@ def _refusal(op: str):
 def dispatcher_guard():
     """``forbid(names)``: from now on every operator (any namespace, every overload) whose
     name contains one of ``names`` raises when called, whatever Python path reaches it, and
-    what the previous call forbade is allowed again.
+    what the previous call forbade is allowed again (a worker calls it once, before the
+    submission's first line).
 
     The refusal is registered at every dispatch key where the operator has a kernel (its
     backends, autograd, composite and batching kernels...), over the kernel it hides;
     resetting the registration brings that kernel back. Which keys those are is read here,
     once: the fork server makes the guard, and every worker forks with it (an operator
-    registered later, by an import of the submission's, is looked up when forbidden). Every
-    function it uses is bound here, before any submission code runs (the submission may
-    rebind torch's or this module's names), and the registrations live only in this
-    closure: a submission would need torch's registration machinery or the interpreter's
-    frames to reach them, and an answer that names those is flagged for review."""
+    registered since is looked up when forbidden; one that the submission's own imports
+    register afterwards is not refused). Every
+    function it uses is bound here, and the registrations live only in this closure: a
+    submission would need torch's registration machinery or the interpreter's frames to
+    reach them, and an answer that names those is flagged for review."""
     op_names, library = torch._C._dispatch_get_all_op_names, torch._C._dispatch_library
     has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
     is_forbidden, refusal = matches, _refusal
@@ -107,7 +110,8 @@ def dispatcher_guard():
 
 
 def main(forbid) -> None:
-    """Serve one submission, with ``forbid`` (a ``dispatcher_guard()``) guarding its probes."""
+    """Serve one submission, the ops the first request names refused by ``forbid`` (a
+    ``dispatcher_guard()``)."""
     inbox = sys.argv[1]
     requests = os.fdopen(os.dup(0), "r")
     replies = os.fdopen(os.dup(1), "w")
@@ -119,10 +123,11 @@ def main(forbid) -> None:
         replies.write(json.dumps(message) + "\n")
         replies.flush()
 
-    forbidden = frozenset()
+    first = json.loads(requests.readline())
+    forbid(frozenset(first["forbidden"]))  # before the submission's first line
     namespace = {"__name__": "__main__"}
     errors = {}
-    for index, source in enumerate(json.loads(requests.readline())["cells"]):
+    for index, source in enumerate(first["cells"]):
         try:
             exec(compile(source, f"<cell {index}>", "exec"), namespace)
         except BaseException:  # a submission may raise anything, SystemExit included
@@ -138,11 +143,6 @@ def main(forbid) -> None:
             scope[name] = torch.from_numpy(np.load(os.path.join(inbox, f"in-{k}-{name}.npy"),
                                                    allow_pickle=False))
         try:
-            wanted = frozenset(request["forbidden"])
-            if forbidden != wanted:
-                forbidden = None  # until every refusal is in place
-                forbid(wanted)
-                forbidden = wanted
             exec(compile(request["code"], f"<probe {k}>", "exec"), scope)
             arrays = _flatten(scope["result"])
             for i, (_, array) in enumerate(arrays):

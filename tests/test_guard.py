@@ -43,17 +43,17 @@ def own_layer_norm(x):
 
 
 class Sandboxed:
-    """A verification worker holding ``cells``; ``run(code, forbidden)`` is ``result``
-    on the input ``x``."""
+    """A verification worker holding ``cells``, with the ops named by ``forbidden`` refused;
+    ``run(code)`` is ``result`` on the input ``x``."""
 
-    def __init__(self, *cells: str):
-        self.worker = verify.Worker([textwrap.dedent(c) for c in cells], uid=UID, sandboxed=True,
-                                    timeout=60)
+    def __init__(self, *cells: str, forbidden=frozenset()):
+        self.worker = verify.Worker([textwrap.dedent(c) for c in cells], forbidden, uid=UID,
+                                    sandboxed=True, timeout=60)
         self.k = 0
 
-    def run(self, code, forbidden=frozenset()):
+    def run(self, code):
         self.k += 1
-        return self.worker.run(self.k, verify.Probe(code, None), {"x": X}, forbidden)
+        return self.worker.run(self.k, verify.Probe(code, None), {"x": X})
 
     def __enter__(self):
         return self
@@ -76,25 +76,26 @@ class Sandboxed:
      "aten::layer_norm"),
 ])
 def test_a_forbidden_op_raises_however_it_is_reached(call, op):
-    with Sandboxed(SWITCHED_OFF.format(call=call)) as worker:
+    with Sandboxed(SWITCHED_OFF.format(call=call), forbidden=LAYER_NORM) as worker:
         with pytest.raises(verify.ProbeError, match=f"RuntimeError: the exercise forbids {op}$"):
-            worker.run("result = answer(x)", LAYER_NORM)
+            worker.run("result = answer(x)")
 
 
-def test_allowed_ops_work_and_the_guard_follows_each_request():
+def test_allowed_ops_work_beside_the_refused_ones():
     x = torch.from_numpy(X)
     expected = F.layer_norm(x, x.shape[-1:]).numpy()
-    with Sandboxed(SWITCHED_OFF.format(call="F.layer_norm(x, x.shape[-1:])")) as worker:
-        own, = worker.run("result = own_layer_norm(x)", LAYER_NORM)
+    with Sandboxed(SWITCHED_OFF.format(call="F.layer_norm(x, x.shape[-1:])"),
+                   forbidden=LAYER_NORM) as worker:
+        own, = worker.run("result = own_layer_norm(x)")
         np.testing.assert_allclose(own, expected, atol=1e-12)
-        other, = worker.run("result = F.batch_norm(x, None, None, training=True)", LAYER_NORM)
+        other, = worker.run("result = F.batch_norm(x, None, None, training=True)")
         np.testing.assert_allclose(other, F.batch_norm(x, None, None, training=True).numpy())
-        with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
-            worker.run("result = answer(x)", LAYER_NORM)
-        # an item that forbids nothing
+        for _ in range(2):
+            with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
+                worker.run("result = answer(x)")
+    # the worker of an item that forbids nothing
+    with Sandboxed(SWITCHED_OFF.format(call="F.layer_norm(x, x.shape[-1:])")) as worker:
         np.testing.assert_allclose(worker.run("result = answer(x)")[0], expected)
-        with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
-            worker.run("result = answer(x)", LAYER_NORM)
 
 
 
@@ -165,9 +166,30 @@ def undo():
 
 
 def test_the_guard_cannot_be_switched_off_from_the_submission():
-    with Sandboxed(SWITCHED_OFF.format(call="undo()(x, x.shape[-1:])"), UNDOES) as worker:
+    with Sandboxed(SWITCHED_OFF.format(call="undo()(x, x.shape[-1:])"), UNDOES,
+                   forbidden=LAYER_NORM) as worker:
         with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
-            worker.run("result = answer(x)", LAYER_NORM)
+            worker.run("result = answer(x)")
+
+
+# what the worker reads its requests with, rewritten so that every request forbids nothing
+REWRITES_REQUESTS = """
+import builtins
+import json
+
+_loads = json.loads
+json.loads = lambda line, *args, **kwargs: {**_loads(line, *args, **kwargs), "forbidden": []}
+builtins.any = lambda iterable: False
+"""
+
+
+def test_no_request_lifts_the_guard():
+    """The refusals are in place before the submission's first line and no later request
+    changes them, so rewriting the code that reads requests (json, the builtins) lifts none."""
+    with Sandboxed(SWITCHED_OFF.format(call="F.layer_norm(x, x.shape[-1:])"), REWRITES_REQUESTS,
+                   forbidden=LAYER_NORM) as worker:
+        with pytest.raises(verify.ProbeError, match="forbids aten::layer_norm"):
+            worker.run("result = answer(x)")
 
 
 def test_verification_fails_an_answer_that_switches_the_notebook_guard_off(tmp_path):
