@@ -259,7 +259,8 @@ def test_group_norm_extremes_are_layer_and_instance_norm(shape):
     lambda x: R.layer_norm(x, x.shape[1:]),
     lambda x: R.instance_norm(x),
     lambda x: R.group_norm(x, 2),
-], ids=["batch_norm", "layer_norm", "instance_norm", "group_norm"])
+    lambda x: R.batch_norm_backward(torch.cos(torch.arange(x.numel(), dtype=x.dtype)).view(x.shape), x)[0],
+], ids=["batch_norm", "layer_norm", "instance_norm", "group_norm", "batch_norm_backward"])
 def test_float32_with_the_mean_ten_standard_deviations_from_zero(fn):
     # E[x^2] - mean^2 alone would lose about (mean / std)^2 * 6e-8 of the variance in
     # float32, 1e-4 of the output here: the reference takes it again from the centred
