@@ -192,6 +192,17 @@ def test_a_childs_collector_skips_what_the_server_imported():
     assert frozen > 100_000 and collected < frozen / 10, (frozen, collected)
 
 
+def test_a_grading_workers_collector_skips_what_it_inherited():
+    """So does a grading worker's, forked from the server that imported the grader and torch
+    (grade._worker_context's preload)."""
+    script = ("import gc\nimport torch\nfrom autograder import grade\ngrade._init_worker()\n"
+              "print(gc.get_freeze_count(), len(gc.get_objects()))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    frozen, collected = map(int, result.stdout.split())
+    assert frozen > 100_000 and collected < frozen / 10, (frozen, collected)
+
+
 def test_a_kernel_client_retries_a_refused_connection_within_10_ms(tmp_path):
     """The client connects as the kernel is forked, before it listens; ZeroMQ's default
     100 ms between attempts idled every notebook that long. The socket's monitor reports
