@@ -3,7 +3,7 @@ installed in a process of its own as a worker installs it."""
 import subprocess
 import sys
 
-from tests.helpers import ROOT, released
+from tests.helpers import CHAPTERS, ROOT, released
 
 WORKER = """
 import sys
@@ -48,7 +48,7 @@ except ValidationError:
 
 
 def test_a_grading_worker_keeps_its_engines_and_checks_the_metadata_schema_once(tmp_path):
-    notebook = released("norms")
+    notebook = released(CHAPTERS[0].name)
     result = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path),
                              str(notebook)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
