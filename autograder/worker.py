@@ -71,11 +71,11 @@ def dispatcher_guard():
     backends, autograd, composite and batching kernels...), over the kernel it hides;
     resetting the registration brings that kernel back. Which keys those are is read here,
     once: the fork server makes the guard, and every worker forks with it (an operator
-    registered since is looked up when forbidden; one that the submission's own imports
-    register afterwards is not refused). Every
-    function it uses is bound here, and the registrations live only in this closure: a
-    submission would need torch's registration machinery or the interpreter's frames to
-    reach them, and an answer that names those is flagged for review."""
+    registered since, e.g. by the server's optimizer step, is looked up when forbidden; one
+    that the submission's own imports register afterwards is not refused). Every function
+    it uses is bound here, and the registrations live only in this closure: a submission
+    would need torch's registration machinery or the interpreter's frames to reach them,
+    and an answer that names those is flagged for review."""
     op_names, library = torch._C._dispatch_get_all_op_names, torch._C._dispatch_library
     has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
     is_forbidden, refusal = matches, _refusal

@@ -22,7 +22,9 @@ validator.check_schema = staticmethod(lambda *args: schema_checks.append(1) or r
 from autograder import nbgrader_cache
 
 nbgrader_cache.install()
-nbgrader_cache.install()
+checked = validator.check_schema
+nbgrader_cache.install()  # a second call changes nothing
+assert validator.check_schema is checked, "the schema check wrapped twice"
 url, notebook = f"sqlite:///{sys.argv[1]}/gradebook.db", nbformat.read(sys.argv[2], as_version=4)
 
 with Gradebook(url) as first:

@@ -199,6 +199,7 @@ def test_a_grading_workers_collector_skips_what_it_inherited():
               "print(gc.get_freeze_count(), len(gc.get_objects()))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
     frozen, collected = map(int, result.stdout.split())
     assert frozen > 100_000 and collected < frozen / 10, (frozen, collected)
 
