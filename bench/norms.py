@@ -15,6 +15,13 @@ magnitude: a sanity check that both computed the same thing. The load average
 is printed before and after: a process busy on another core stalls every
 multi-threaded op, and more so a reference made of several ops than a fused
 kernel, so trust only a run whose load stayed well below the thread count.
+
+Under each forward row, the floor of a forward pass made of separate torch
+operations, timed in the same repeats: two reads of the input (``x.mean`` and
+``torch.linalg.vector_norm`` of its rows, the two statistics) and one written pass
+(``x * s``, ``s`` one number per row), and its ratio to the built-in. A fused
+kernel reads each row a second time while it is still in cache, so it costs
+about the written pass alone.
 """
 import argparse
 import os
@@ -83,14 +90,21 @@ def main(argv=None):
         print(f"{name:<20} {mode:<8} {t_ref * 1e3:>10.3f} {t_torch * 1e3:>10.3f} "
               f"{t_ref / t_torch:>7.3f}  {diff:.1e}", flush=True)
 
+    rows, s = x.view(N, C, H * W), torch.rand(N, C, 1)
+
+    def floor():
+        return rows.mean(-1), torch.linalg.vector_norm(rows, dim=-1), rows * s
+
     for name, ref, builtin, affine_shape in cases(N, C, H, W, args.groups):
         w = (1 + 0.1 * torch.randn(affine_shape)).requires_grad_()
         b = (0.1 * torch.randn(affine_shape)).requires_grad_()
         with torch.no_grad():
-            t_ref, t_torch = median_times([lambda: ref(x, w, b), lambda: builtin(x, w, b)],
-                                          args.warmup, args.repeats)
+            t_ref, t_torch, t_floor = median_times(
+                [lambda: ref(x, w, b), lambda: builtin(x, w, b), floor], args.warmup, args.repeats)
             diff = rel_diff(ref(x, w, b), builtin(x, w, b))
         row(name, "fwd", t_ref, t_torch, diff)
+        print(f"  floor of separate ops (x.mean, vector_norm, x * s) {t_floor * 1e3:.3f} ms, "
+              f"{t_floor / t_torch:.3g} x torch")
 
         xg = x.clone().requires_grad_()
 

@@ -24,6 +24,37 @@ from torch.autograd.function import once_differentiable
 from .common import check_tensor
 
 
+def _scale_shift(x: Tensor, scale: Tensor, shift: Tensor, out=None) -> Tensor:
+    """``x * scale + shift`` for ``scale`` and ``shift`` one number per row of ``x``, as
+    one vectorised pass where the row length allows: the last step of every norm.
+
+    ``torch.addcmul(shift, x, scale)`` computes it, but two of its three inputs then
+    repeat a number along the row (stride 0), and PyTorch's CPU loop vectorises only
+    when at most one does (``VectorizedLoop2d`` in aten/src/ATen/native/cpu/Loops.h):
+    with two it goes element by element. So the rows are cut into tiles of ``k``
+    values, 16 <= k <= 64 and at least four tiles a row, and ``scale`` and ``shift``
+    repeated ``k`` times along a tile, where every input then has stride 1. Where the
+    row length has no such factor, it is two passes, ``x * scale`` and ``+ shift``,
+    each with one repeated input.
+
+    Args:
+        x: ``(..., L)``.
+        scale, shift: size 1 along the last dimension, broadcasting against ``x``;
+            e.g. ``(1, C, 1)`` for ``x`` of shape ``(N, C, L)``.
+        out: None, or a tensor of the shape of ``x`` to write into.
+
+    Returns:
+        ``(..., L)``: ``out``, if given.
+    """
+    L = x.shape[-1]
+    k = max((k for k in range(16, 65) if L % k == 0 and 4 * k <= L), default=0)
+    if not k:
+        return torch.mul(x, scale, out=out).add_(shift)
+    scale, shift = (t.expand(*t.shape[:-1], k).unsqueeze(-2).contiguous() for t in (scale, shift))
+    tiles = None if out is None else out.unflatten(-1, (-1, k))
+    return torch.addcmul(shift, x.unflatten(-1, (-1, k)), scale, out=tiles).flatten(-2)
+
+
 class _Normalize(torch.autograd.Function):
     """``(x - mean) / sqrt(var + eps) * weight + bias``, with the mean and the biased
     variance of ``x`` over ``dims``: what the four norms share, as one autograd node.
@@ -74,12 +105,12 @@ class _Normalize(torch.autograd.Function):
         rstd = torch.rsqrt(var + eps)
         per_column = weight is not None and weight.shape[-1] > 1
         if per_column:  # x_hat, then weight and bias, rows of their own, in place
-            out = torch.addcmul(-mean * rstd, x, rstd)
+            out = _scale_shift(x, rstd, -mean * rstd)
             torch.addcmul(bias, out, weight, out=out)
         else:  # one scale and one shift per row: a single pass over x
             scale = rstd if weight is None else rstd * weight
             shift = -mean * scale if bias is None else bias - mean * scale
-            out = torch.addcmul(shift, x, scale)
+            out = _scale_shift(x, scale, shift)
         ctx.save_for_backward(x, mean, rstd, weight)
         ctx.n, ctx.per_column = n, per_column
         ctx.bias_shape = None if bias is None else bias.shape
@@ -117,10 +148,10 @@ class _Normalize(torch.autograd.Function):
         x_coef = -rstd * mean_dxhat_xhat
         const = rstd * mean * mean_dxhat_xhat - mean_dxhat
         if ctx.per_column:  # rstd varies down the batch, weight along the row: rstd last
-            grad_x = torch.addcmul(const, x, x_coef, out=gx).addcmul_(g, weight).mul_(rstd)
+            grad_x = _scale_shift(x, x_coef, const, out=gx).addcmul_(g, weight).mul_(rstd)
         else:  # everything one number per row: two passes
             scale = rstd if weight is None else rstd * weight
-            grad_x = torch.addcmul(rstd * const, g, scale, out=gx).addcmul_(x, rstd * x_coef)
+            grad_x = _scale_shift(g, scale, rstd * const, out=gx).addcmul_(x, rstd * x_coef)
         return grad_x, None, grad_weight, grad_bias, None
         ### END SOLUTION
 
@@ -394,10 +425,8 @@ def batch_norm_backward(grad_out: Tensor, x: Tensor, weight=None, eps: float = 1
         check_tensor(weight, "batch_norm_backward", "weight", shape=(x.shape[1],))
     ### BEGIN SOLUTION
     C = x.shape[1]
-    dims = [0, *range(2, x.dim())]
-    shape = (1, C) + (1,) * (x.dim() - 2)
-    m = x.numel() // C
-    rows = x.reshape(x.shape[0], C, -1)      # statistics as in batch_norm
+    rows, g = (t.reshape(x.shape[0], C, -1) for t in (x, grad_out))  # (N, C, L), as batch_norm
+    m = rows.numel() // C
     mean = rows.mean((0, 2))
     # the variance as E[x^2] - mean^2, x read and nothing written, unless rounding would
     # cost more than 1e-6 of it: then from the centred input (as _Normalize)
@@ -406,16 +435,17 @@ def batch_norm_backward(grad_out: Tensor, x: Tensor, weight=None, eps: float = 1
     if (torch.finfo(x.dtype).eps * mean_sq > 1e-6 * var).any():
         var = (torch.linalg.vector_norm(rows - mean[:, None], dim=2) ** 2).sum(0) / m
     inv_std = torch.rsqrt(var + eps)
-    grad_bias = grad_out.sum(dims)
-    # sum(grad_out * x_hat) with x_hat = (x - mean) * inv_std, without forming x_hat
-    grad_weight = ((grad_out * x).sum(dims) - mean * grad_bias) * inv_std
+    grad_bias = g.sum((0, 2))
+    # sum(grad_out * x_hat) with x_hat = (x - mean) * inv_std, without forming x_hat; the
+    # product, once summed, is overwritten with grad_input
+    gx = g * rows
+    grad_weight = (gx.sum((0, 2)) - mean * grad_bias) * inv_std
     scale = inv_std if weight is None else inv_std * weight
     # grad_input = scale * (grad_out - grad_bias / m - x_hat * grad_weight / m), per
-    # channel a multiple of grad_out plus a multiple of x plus a constant: two passes,
-    # the second in place
+    # channel a multiple of x plus a constant plus a multiple of grad_out: two passes
     x_coef = -scale * inv_std * grad_weight / m
     const = scale * (inv_std * grad_weight * mean - grad_bias) / m
-    grad_input = torch.addcmul(const.view(shape), x, x_coef.view(shape))
-    grad_input.addcmul_(grad_out, scale.view(shape))
-    return grad_input, grad_weight, grad_bias
+    grad_input = _scale_shift(rows, x_coef[:, None], const[:, None], out=gx)
+    grad_input.addcmul_(g, scale[:, None])
+    return grad_input.view(x.shape), grad_weight, grad_bias
     ### END SOLUTION

@@ -287,6 +287,56 @@ def test_float32_nearly_constant_input_far_from_zero_stays_finite(fn):
     assert torch.isfinite(fn(x)).all()
 
 
+# ---------------------------------------------------------------- the last step, x * scale + shift
+
+@pytest.mark.parametrize("length,tiles", [(192, True), (3136, True), (49, False), (30, False)])
+@pytest.mark.parametrize("per", ["row", "channel"])
+def test_scale_shift_is_x_times_scale_plus_shift(length, tiles, per):
+    # rows of 192 and 3136 values have a tile length in 16..64 with four tiles or more (48,
+    # 64): one addcmul; 49 and 30 have none: a multiply, then an add
+    x = make_input((3, 4, length))
+    scale, shift = (make_input((3 if per == "row" else 1, 4, 1), seed=s) for s in (1, 2))
+    with helpers.OpRecorder() as recorder:
+        got = R._scale_shift(x, scale, shift)
+    close(got, x * scale + shift)
+    assert any("addcmul" in op for op in recorder.ops) == tiles, recorder.ops
+    out = torch.empty_like(x)
+    assert R._scale_shift(x, scale, shift, out=out).data_ptr() == out.data_ptr()
+    close(out, x * scale + shift)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["batch_norm", "layer_norm", "instance_norm", "group_norm",
+                                  "batch_norm_backward"])
+def test_norms_with_rows_cut_into_tiles_match_torch(name, layout):
+    # rows of H * W = 8 * 24 = 192 values, long enough for _scale_shift's tiles (the shapes
+    # elsewhere in this file are mostly too short), forward and backward, in every layout
+    x = make_input((2, 4, 8, 24), layout)
+    w, b = make_affine((4,), "both", layout)
+    grad_out = make_input((2, 4, 8, 24), seed=3)
+    if name == "batch_norm_backward":
+        xl, wl, bl = _leaf(x.detach()), _leaf(w), _leaf(b)
+        expected = torch.autograd.grad(F.batch_norm(xl, None, None, wl, bl, training=True),
+                                       (xl, wl, bl), grad_out)
+        for a, e in zip(R.batch_norm_backward(grad_out, x, w), expected):
+            close(a, e)
+        return
+    calls = {
+        "batch_norm": lambda m, x, w, b: m.batch_norm(x, None, None, w, b, training=True),
+        "layer_norm": lambda m, x, w, b: m.layer_norm(
+            x, x.shape[1:], *(t.view(-1, 1, 1).expand(x.shape[1:]) for t in (w, b))),
+        "instance_norm": lambda m, x, w, b: m.instance_norm(x, weight=w, bias=b),
+        "group_norm": lambda m, x, w, b: m.group_norm(x, 2, w, b),
+    }
+    results = []
+    for module in (R, F):
+        xl, wl, bl = _leaf(x), _leaf(w), _leaf(b)
+        out = calls[name](module, xl, wl, bl)
+        results.append((out, *torch.autograd.grad(out, (xl, wl, bl), grad_out)))
+    for what, a, e in zip(["out", "grad_input", "grad_weight", "grad_bias"], *results):
+        close(a, e, what)
+
+
 # ---------------------------------------------------------------- vs slow loop references
 
 SLOW_SHAPES = [(6, 3), (4, 3, 5), (1, 2, 6), (3, 2, 3, 4), (2, 2, 2, 3, 2)]
@@ -921,10 +971,17 @@ def test_batch_norm_backward_shape_mismatch():
 
 def test_bench_quick_runs_and_prints_a_ratio_per_norm():
     rows, stdout = quick_rows("bench/norms.py")
-    for name in ["batch_norm", "layer_norm", "instance_norm", "group_norm"]:
+    names = ["batch_norm", "layer_norm", "instance_norm", "group_norm"]
+    for name in names:
         for mode in ["fwd", "fwd+bwd"]:
             assert (name, mode) in rows, f"no {name} {mode} row in:\n{stdout}"
             assert rows[name, mode][3] < 1e-5, f"reference and torch disagree: {name} {mode}"
+    # under each forward row, the floor of separate ops and its ratio to that row's built-in
+    floors = re.findall(r"^(\w+) +fwd .*\n  floor of separate ops .* ([\d.]+) ms, ([\d.]+) x torch$",
+                        stdout, re.M)
+    assert [name for name, _, _ in floors] == names, stdout
+    for name, ms, ratio in floors:
+        assert helpers.printed_ratio(float(ratio), float(ms), rows[name, "fwd"][1]), (name, stdout)
 
 
 # ---------------------------------------------------------------- the grader's probes
