@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import ort
-from bench.timing import median_times, rel_diff
+from bench.timing import add_malloc_option, median_times, rel_diff, set_malloc
 from autograder.oracles.deformable import tap_loop_deform_conv2d
 from autograder.oracles import deformable_loops as S
 from solutions import deformable as R
@@ -64,7 +64,9 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--loop-repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    add_malloc_option(p)
     args = p.parse_args(argv)
+    malloc = set_malloc(args)
     if args.quick:
         args.shape, args.loop_shape = [2, 4, 4, 6, 6], [1, 2, 2, 4, 4]
         args.repeats, args.warmup, args.loop_repeats = 1, 1, 1
@@ -77,7 +79,7 @@ def main(argv=None):
           f"{N}x{C}x{H}x{W} -> {O} channels, {K}x{K} kernel, padding {pad}; Python loop on "
           f"{'x'.join(map(str, args.loop_shape[:2]))}x{'x'.join(map(str, args.loop_shape[3:]))} -> "
           f"{args.loop_shape[2]}; ONNX Runtime {ort.onnxruntime.__version__}; median of "
-          f"{args.repeats} after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
+          f"{args.repeats} after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}; {malloc}")
     header = f"{'row':<15} {'pass':<8} {'ours_ms':>10} {'other_ms':>10} {'ratio':>8}  rel_diff"
     print(header)
     print("-" * len(header))

@@ -38,7 +38,7 @@ import torch
 from onnx import TensorProto, helper
 
 from autograder.oracles.nms_loops import nl_nms
-from bench.timing import median_times
+from bench.timing import add_malloc_option, median_times, set_malloc
 from solutions import nms as R
 
 
@@ -93,7 +93,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    add_malloc_option(p)
     args = p.parse_args(argv)
+    malloc = set_malloc(args)
     if args.quick:
         args.boxes, args.repeats, args.warmup = [300, 600], 1, 1
 
@@ -102,7 +104,7 @@ def main(argv=None):
     t = args.iou_threshold
     print(f"torch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}, "
           f"{torch.get_num_threads()} thread(s), float32, iou_threshold {t}, median of "
-          f"{args.repeats} after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
+          f"{args.repeats} after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}; {malloc}")
     header = f"{'row':<28} {'pass':<8} {'ref_ms':>10} {'other_ms':>10} {'ratio':>8}  differs"
     print(header)
     print("-" * len(header))

@@ -31,7 +31,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.timing import median_times, rel_diff
+from bench.timing import add_malloc_option, median_times, rel_diff, set_malloc
 from solutions import norms as R
 
 
@@ -69,7 +69,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    add_malloc_option(p)
     args = p.parse_args(argv)
+    malloc = set_malloc(args)
     if args.quick:
         args.shape, args.groups, args.repeats, args.warmup = [2, 8, 5, 5], 4, 1, 1
 
@@ -80,7 +82,7 @@ def main(argv=None):
     grad_out = torch.randn(N, C, H, W)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"input {N}x{C}x{H}x{W} float32, median of {args.repeats} "
-          f"after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
+          f"after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}; {malloc}")
     header = f"{'op':<20} {'pass':<8} {'ref_ms':>10} {'torch_ms':>10} {'ratio':>7}  rel_diff"
     print(header)
     print("-" * len(header))

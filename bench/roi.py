@@ -35,7 +35,7 @@ import time
 import torch
 
 from bench import ort
-from bench.timing import median_times, rel_diff
+from bench.timing import add_malloc_option, median_times, rel_diff, set_malloc
 from autograder.oracles.roi import tv_roi_align_samples, tv_roi_pool_windows
 from solutions import roi as R
 
@@ -96,7 +96,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    add_malloc_option(p)
     args = p.parse_args(argv)
+    malloc = set_malloc(args)
     if args.quick:
         args.boxes, args.shape, args.max_side, args.loop_boxes = 12, [2, 8, 12, 12], 8.0, 12
         args.repeats, args.warmup, args.output_size = 1, 1, 3
@@ -111,7 +113,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {N}x{C}x{H}x{W} "
           f"float32, {K} boxes (sides 2..{args.max_side:g} px, spatial_scale 1/{stride}), "
           f"output {P}x{P}, median of {args.repeats} after {args.warmup} warm-up; "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"load average {os.getloadavg()[0]:.2f}; {malloc}")
     print(f"loop baseline timed on the first {M} boxes and scaled by {K}/{M}; ONNX Runtime "
           f"{ort.onnxruntime.__version__} on all {K}")
     header = f"{'row':<28} {'pass':<8} {'ref_ms':>10} {'other_ms':>10} {'ratio':>8}  rel_diff"

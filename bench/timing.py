@@ -1,8 +1,39 @@
 """Timing and agreement helpers shared by the benchmarks."""
+import ctypes
+import ctypes.util
 import statistics
 import time
 
 import torch
+
+
+def add_malloc_option(parser):
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="leave glibc's malloc returning large freed blocks to the system "
+                             "(by default the benchmark keeps them: see bench/timing.py)")
+
+
+def set_malloc(args) -> str:
+    """Unless ``--glibc-malloc``, have glibc keep the memory the process frees for its next
+    allocations; return the header's words for the allocator in use.
+
+    By default glibc hands a freed block of a few megabytes back to the system, and the
+    next array of that size is faulted in again page by page: on the course's 2-core
+    machine about 0.7 us a 4 KB page, more than writing the page, and for
+    ``deform_conv2d`` about half its time. ONNX Runtime's arena keeps its memory, so the
+    benchmarks would time glibc's policy rather than the operations. Keeping freed memory
+    is what PyTorch's CPU tuning guide gets from jemalloc or TCMalloc ("Switch Memory
+    allocator", pytorch/tutorials recipes_source/recipes/tuning_guide.py); here glibc's
+    own ``mallopt``: blocks up to 32 MiB (the most it allows) come from the heap, whose
+    top is never trimmed.
+    """
+    if args.glibc_malloc:
+        return "glibc's default malloc"
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+        raise RuntimeError("mallopt refused the thresholds; run with --glibc-malloc")
+    return "malloc keeps freed memory (--glibc-malloc to return it)"
 
 
 def median_times(fns, warmup, repeats):
