@@ -29,9 +29,11 @@ def set_malloc(args) -> str:
     """
     if args.glibc_malloc:
         return "glibc's default malloc"
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    mallopt = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallopt", None)
+    if mallopt is None:  # not glibc (macOS, say): its allocator as it is
+        return "the system's malloc (no mallopt: freed memory may go back to the system)"
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    if not (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+    if not (mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
         raise RuntimeError("mallopt refused the thresholds; run with --glibc-malloc")
     return "malloc keeps freed memory (--glibc-malloc to return it)"
 
