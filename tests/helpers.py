@@ -216,6 +216,15 @@ class OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def python(script: str, *args: str) -> str:
+    """Standard output of ``script`` run by a fresh interpreter of this venv in the repository
+    (``args`` its sys.argv[1:]), failing the test with its standard error if it fails."""
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 def printed_ratio(ratio: float, a_ms: float, b_ms: float) -> bool:
     """Whether a benchmark row's ``ratio`` is ``a_ms / b_ms`` as far as printing allows: times
     to 3 decimals (a ratio of sub-millisecond times moves with the last digit), the ratio to 3

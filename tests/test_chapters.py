@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from autograder import chapters, course
-from tests.helpers import CHAPTERS, ROOT
+from tests.helpers import CHAPTERS, ROOT, python
 
 # Files that list every chapter by design: the book's table of contents, and the back
 # matter every chapter adds its entries to.
@@ -79,7 +79,6 @@ def test_reference_files_are_what_importing_the_reference_loads():
             "    importlib.import_module(name)\n"
             "    loaded[name] = [sys.modules[n].__file__ for n in ours()]\n"
             "print(json.dumps(loaded))")
-    loaded = json.loads(subprocess.run([sys.executable, "-c", show, *(c.reference for c in CHAPTERS)],
-                                       cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    loaded = json.loads(python(show, *(c.reference for c in CHAPTERS)))
     for chapter in CHAPTERS:
         assert sorted(map(Path, loaded[chapter.reference])) == chapter.reference_files, chapter.name

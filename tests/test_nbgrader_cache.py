@@ -1,9 +1,6 @@
 """What a grading worker keeps from one grade to the next (autograder/nbgrader_cache.py),
 installed in a process of its own as a worker installs it."""
-import subprocess
-import sys
-
-from tests.helpers import CHAPTERS, ROOT, released
+from tests.helpers import CHAPTERS, python, released
 
 WORKER = """
 import sys
@@ -51,7 +48,4 @@ except ValidationError:
 
 def test_a_grading_worker_keeps_its_engines_and_checks_the_metadata_schema_once(tmp_path):
     notebook = released(CHAPTERS[0].name)
-    result = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path),
-                             str(notebook)], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "corrupt metadata refused"
+    assert python(WORKER, str(tmp_path), str(notebook)).strip() == "corrupt metadata refused"

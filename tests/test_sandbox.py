@@ -14,7 +14,7 @@ import zmq
 
 from autograder import course, sandbox, verdict, verify
 from autograder.worker import _flatten
-from tests.helpers import CHAPTERS, ROOT, released, submission
+from tests.helpers import CHAPTERS, ROOT, python, released, submission
 
 A = CHAPTERS[0]  # any chapter: what these tests check does not depend on its items
 
@@ -197,10 +197,7 @@ def test_a_grading_workers_collector_skips_what_it_inherited():
     (grade._worker_context's preload)."""
     script = ("import gc\nimport torch\nfrom autograder import grade\ngrade._init_worker()\n"
               "print(gc.get_freeze_count(), len(gc.get_objects()))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    frozen, collected = map(int, result.stdout.split())
+    frozen, collected = map(int, python(script).split())
     assert frozen > 100_000 and collected < frozen / 10, (frozen, collected)
 
 
